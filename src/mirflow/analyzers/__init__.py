@@ -1,0 +1,80 @@
+"""Analyzer registry: every analyzer registers itself by name.
+
+Adding a feature means adding one module with an :class:`~mirflow.analyzers.base.Analyzer`
+subclass decorated with :func:`register`, and listing the module in ``_BUILTIN_MODULES``; the engine,
+resume, locking, export and CLI need no change.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from ..errors import ConfigError
+from .base import Analyzer
+
+_REGISTRY: dict[str, type[Analyzer]] = {}
+
+#: Modules holding the built-in analyzers, imported on first registry use.
+_BUILTIN_MODULES = (
+    "loudness",
+)
+_loaded = False
+
+
+def register(cls: type[Analyzer]) -> type[Analyzer]:
+    """Class decorator: add ``cls`` to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"analyzer name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in _BUILTIN_MODULES:
+            importlib.import_module(f"{__name__}.{mod}")
+
+
+def available_names() -> list[str]:
+    """Names of all registered analyzers, in registration order."""
+    _load_builtins()
+    return list(_REGISTRY)
+
+
+def get(name: str) -> type[Analyzer]:
+    """The analyzer class registered as ``name`` (raises :class:`ConfigError` if unknown)."""
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown analyzer {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+def resolve_order(names: Iterable[str]) -> list[str]:
+    """``names`` plus the analyzers they require, sorted so requirements come first."""
+    _load_builtins()
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise ConfigError(f"analyzer dependency cycle through {name!r}")
+        visiting.add(name)
+        for dep in get(name).requires:
+            visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for n in names:
+        visit(n)
+    return order
+
+
+__all__ = ["Analyzer", "register", "get", "available_names", "resolve_order"]

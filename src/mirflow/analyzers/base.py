@@ -1,0 +1,113 @@
+"""The analyzer contract.
+
+An analyzer is one unit of work with a small declared contract (see the design, section 5):
+a ``name`` and ``version``, the ``device`` it prefers, the analyzers it ``requires``, its
+``params`` (hashed into the sidecar record, so a change makes it due again), ``setup()`` for heavy
+state created once per worker, and ``analyze(ctx)`` returning flat feature keys for one track.
+
+Analyzers depend on :mod:`mirflow.audio` and :mod:`mirflow.models` only, never on executors or the
+CLI, so the same analyzer runs unchanged under every executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..audio import TrackContext
+
+
+class Analyzer:
+    """Base class of every analyzer. Subclasses set the class attributes and implement ``analyze``.
+
+    Class attributes
+    ----------------
+    name : str
+        Registry name, also the key of its record in the sidecar's ``_mirflow`` block.
+    version : int
+        Bump when outputs change; resume then recomputes it.
+    device : {"cpu", "gpu"}
+        Preferred device. GPU analyzers fall back to the CPU when no accelerator is present.
+    requires : tuple of str
+        Analyzers whose outputs this one needs (they run first on the same track).
+    outputs : tuple of str
+        The flat sidecar keys it writes (documentation and export column order).
+    batchable : bool
+        True when ``analyze_batch`` does real cross-track batching (executors then hand it
+        several tracks at once).
+    default_params : dict
+        Parameter defaults; user configuration overrides them.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    device: ClassVar[str] = "cpu"
+    requires: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()
+    batchable: ClassVar[bool] = False
+    default_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(self.default_params)
+        if unknown:
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"analyzer {self.name!r} has no parameter(s) {sorted(unknown)}; "
+                f"known: {sorted(self.default_params) or 'none'}")
+        self.params: dict[str, Any] = {**self.default_params, **params}
+
+    # -- identity ------------------------------------------------------------------------------
+    def params_hash(self) -> str:
+        """Short stable hash of the parameters that affect the outputs (12 hex digits)."""
+        blob = json.dumps(self.hashed_params(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def hashed_params(self) -> dict[str, Any]:
+        """The parameters that change outputs (override to leave out e.g. batch sizes or devices)."""
+        return self.params
+
+    # -- availability and state ---------------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        """``None`` when the analyzer can run here; otherwise a message saying how to fix it
+        (e.g. which model to download). Must be cheap: it is called while planning."""
+        return None
+
+    def setup(self, device: str = "cpu") -> None:
+        """Create heavy state (models, sessions) once per worker. ``device`` is chosen by the executor."""
+
+    def teardown(self) -> None:
+        """Release heavy state at the end of a run."""
+
+    # -- work ----------------------------------------------------------------------------------
+    def analyze(self, ctx: TrackContext) -> dict[str, Any]:
+        """Compute the features of one track; return flat sidecar keys (JSON-serialisable)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement analyze()")
+
+    def analyze_batch(self, ctxs: list[TrackContext]) -> list[dict[str, Any] | BaseException]:
+        """Compute several tracks at once; one result (or the exception for that track) per context.
+
+        The default runs :meth:`analyze` per track; batching analyzers override it.
+        """
+        out: list[dict[str, Any] | BaseException] = []
+        for ctx in ctxs:
+            try:
+                out.append(self.analyze(ctx))
+            except Exception as exc:  # noqa: BLE001 - one bad track must not fail the batch
+                out.append(exc)
+        return out
+
+    # -- resume --------------------------------------------------------------------------------
+    def output_files(self, track_dir: Path, record: dict[str, Any]) -> list[Path]:
+        """Files this analyzer produced for the track (checked on resume: missing makes it due)."""
+        return []
+
+    def outputs_valid(self, track_dir: Path, record: dict[str, Any]) -> bool:
+        """Whether the outputs recorded in ``record`` are still complete on disk."""
+        return all(p.exists() for p in self.output_files(track_dir, record))
+
+    def input_fingerprint(self, track_dir: Path) -> str | None:
+        """A fingerprint of inputs other than the mix (e.g. stem files); a change makes it due."""
+        return None

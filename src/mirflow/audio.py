@@ -1,0 +1,295 @@
+"""Decoding, resampling and the shared per-track context.
+
+Every track is decoded once into a :class:`TrackContext`. Analyzers ask the context for what they
+need (a mono 22.05 kHz view, an STFT magnitude, stereo 44.1 kHz for separation, ...) and the context
+computes each derived signal once and memoises it, so two analyzers asking for the same thing share
+one computation. Analyzers never open audio files themselves.
+
+Arrays are channels-first, ``float32``: ``(channels, samples)`` for multichannel signals and
+``(samples,)`` for mono views.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: File extensions mirflow treats as audio (lower case, without the dot).
+AUDIO_EXTENSIONS = frozenset(
+    {"wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "aac", "aif", "aiff",
+     "aifc", "wma", "alac", "caf", "w64", "mka", "webm"}
+)
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded audio: ``samples`` is ``float32`` of shape ``(channels, frames)`` at ``sr`` Hz."""
+
+    samples: np.ndarray
+    sr: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def frames(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration(self) -> float:
+        """Duration in seconds."""
+        return self.frames / float(self.sr)
+
+
+def decode(path: str | os.PathLike[str]) -> Audio:
+    """Decode an audio file to ``float32`` at its native sample rate, keeping all channels.
+
+    libsndfile (via soundfile) reads WAV, FLAC, OGG/Vorbis, Opus, AIFF and MP3; anything it cannot
+    read (AAC/M4A, ALAC, WMA, ...) is decoded with FFmpeg through PyAV.
+
+    Raises
+    ------
+    DecodeError
+        When the file is missing, unreadable, empty, not audio, or holds no samples. The message
+        names the reason.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DecodeError(f"cannot access {path.name}: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise DecodeError(f"{path.name} is empty (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise DecodeError(f"cannot read {path.name}: permission denied")
+    try:
+        audio = _decode_soundfile(path)
+    except _NotForSoundfile as sf_exc:
+        try:
+            audio = _decode_pyav(path)
+        except DecodeError as av_exc:
+            raise DecodeError(f"{av_exc} (libsndfile: {sf_exc})") from av_exc
+    if audio.frames == 0:
+        raise DecodeError(f"{path.name} holds no audio samples")
+    return audio
+
+
+class _NotForSoundfile(Exception):
+    """libsndfile could not read the file; try FFmpeg."""
+
+
+def _decode_soundfile(path: Path) -> Audio:
+    import soundfile as sf
+
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise _NotForSoundfile(str(exc)) from exc
+    return Audio(np.ascontiguousarray(data.T), int(sr))
+
+
+def _decode_pyav(path: Path) -> Audio:
+    import av
+
+    chunks: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise DecodeError(f"{path.name} has no audio stream")
+            stream = container.streams.audio[0]
+            sr = int(stream.codec_context.sample_rate or stream.rate or 0)
+            channels = int(stream.codec_context.channels or 0)
+            resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=sr)
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+    except DecodeError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError, IndexError) as exc:
+        raise DecodeError(f"cannot decode {path.name}: {exc}") from exc
+    if not chunks or sr <= 0:
+        raise DecodeError(f"{path.name} holds no audio samples")
+    samples = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    if channels and samples.shape[0] != channels:
+        samples = samples[:channels]
+    return Audio(np.ascontiguousarray(samples), sr)
+
+
+def resample(samples: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample ``samples`` (``(channels, n)`` or ``(n,)``) from ``sr_in`` to ``sr_out`` Hz with soxr (HQ)."""
+    if sr_in == sr_out:
+        return samples
+    import soxr
+
+    if samples.ndim == 1:
+        return soxr.resample(samples, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+    out = soxr.resample(np.ascontiguousarray(samples.T), sr_in, sr_out, quality="HQ")
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """Average all channels of a ``(channels, n)`` array into one ``(n,)`` channel."""
+    if samples.shape[0] == 1:
+        return samples[0]
+    return samples.mean(axis=0, dtype=np.float32)
+
+
+_BS775 = np.array(  # 5.1 (L R C LFE Ls Rs) to stereo, ITU-R BS.775 without the LFE
+    [[1.0, 0.0, 0.7071, 0.0, 0.7071, 0.0],
+     [0.0, 1.0, 0.7071, 0.0, 0.0, 0.7071]], dtype=np.float32)
+
+
+def to_stereo(samples: np.ndarray) -> np.ndarray:
+    """Map ``(channels, n)`` to ``(2, n)``: mono is duplicated, 5.1 uses the ITU-R BS.775 downmix,
+    other layouts average even channels to the left and odd channels to the right."""
+    ch = samples.shape[0]
+    if ch == 2:
+        return samples
+    if ch == 1:
+        return np.repeat(samples, 2, axis=0)
+    if ch == 6:
+        return (_BS775 @ samples / _BS775.sum(axis=1, keepdims=True)).astype(np.float32)
+    return np.stack([samples[0::2].mean(axis=0), samples[1::2].mean(axis=0)]).astype(np.float32)
+
+
+@dataclass
+class TrackContext:
+    """Everything known about one audio file while it is being analysed.
+
+    The file is decoded lazily, once, on first use. Derived views are memoised under a key, so the
+    same resampled signal or STFT is computed once however many analyzers ask for it.
+    ``stats`` counts the expensive computations (``decode``, ``resample``, ``stft``, and every
+    ``memo`` key computed) so tests and benchmarks can check the sharing.
+
+    Parameters
+    ----------
+    path : Path
+        The audio file.
+    name : str
+        A label for messages; the stem name (``"drums"``) for stem contexts, ``"mix"`` otherwise.
+    """
+
+    path: Path
+    name: str = "mix"
+    loader: Callable[[Path], Audio] = decode
+    stats: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _audio: Audio | None = field(default=None, repr=False)
+    _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
+    _stems: dict[str, "TrackContext"] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_array(cls, samples: np.ndarray, sr: int, *, path: str | os.PathLike[str] = "<memory>",
+                   name: str = "mix") -> "TrackContext":
+        """A context around samples already in memory (``(channels, n)`` or ``(n,)``), for tests and libraries."""
+        arr = np.asarray(samples, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        ctx = cls(Path(path), name=name)
+        ctx._audio = _sanitise(Audio(np.ascontiguousarray(arr), int(sr)), ctx.warnings)
+        return ctx
+
+    # -- the decoded signal -------------------------------------------------------------------
+    @property
+    def audio(self) -> Audio:
+        """The decoded file (decoded on first access; raises :class:`DecodeError`)."""
+        if self._audio is None:
+            self.stats["decode"] += 1
+            self._audio = _sanitise(self.loader(self.path), self.warnings)
+        return self._audio
+
+    @property
+    def sr(self) -> int:
+        """Native sample rate in Hz."""
+        return self.audio.sr
+
+    @property
+    def duration(self) -> float:
+        """Duration in seconds."""
+        return self.audio.duration
+
+    # -- memoised views -----------------------------------------------------------------------
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """Return the value memoised under ``key``, computing it with ``compute()`` the first time."""
+        if key not in self._memo:
+            self.stats[str(key[0]) if isinstance(key, tuple) else str(key)] += 1
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def resampled(self, sr: int | None = None) -> np.ndarray:
+        """All channels at ``sr`` Hz (native rate when ``None``), ``(channels, n)`` float32."""
+        if sr is None or sr == self.sr:
+            return self.audio.samples
+        return self.memo(("resample", sr), lambda: resample(self.audio.samples, self.sr, sr))
+
+    def mono(self, sr: int | None = None) -> np.ndarray:
+        """Mono downmix (channel mean) at ``sr`` Hz (native when ``None``), ``(n,)`` float32.
+
+        Downmixing happens before resampling, so one resampler pass serves the mono view.
+        """
+        sr = self.sr if sr is None else sr
+        native_mono = self.memo(("mono", None), lambda: to_mono(self.audio.samples))
+        if sr == self.sr:
+            return native_mono
+        return self.memo(("resample-mono", sr), lambda: resample(native_mono, self.sr, sr))
+
+    def stereo(self, sr: int | None = None) -> np.ndarray:
+        """Stereo view ``(2, n)`` at ``sr`` Hz (see :func:`to_stereo` for the channel mapping)."""
+        sr = self.sr if sr is None else sr
+        native = self.memo(("stereo", None), lambda: to_stereo(self.audio.samples))
+        if sr == self.sr:
+            return native
+        return self.memo(("resample-stereo", sr), lambda: resample(native, self.sr, sr))
+
+    def stft(self, *, sr: int = 22050, n_fft: int = 2048, hop_length: int = 512) -> np.ndarray:
+        """Magnitude STFT of the mono view at ``sr`` Hz: ``(1 + n_fft // 2, frames)`` float32.
+
+        Hann window, centred frames with zero padding (librosa's defaults), so librosa feature
+        functions given ``S=`` this matrix reproduce their own results. Computed once per
+        ``(sr, n_fft, hop_length)``.
+        """
+        def compute() -> np.ndarray:
+            import librosa
+
+            y = self.mono(sr)
+            return np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length, center=True,
+                                       pad_mode="constant")).astype(np.float32)
+
+        return self.memo(("stft", sr, n_fft, hop_length), compute)
+
+    # -- stems --------------------------------------------------------------------------------
+    def stem(self, name: str, path: Path) -> "TrackContext":
+        """The context of stem ``name`` stored at ``path`` (created once, decoded lazily)."""
+        if name not in self._stems:
+            self._stems[name] = TrackContext(path, name=name, loader=self.loader)
+        return self._stems[name]
+
+
+def _sanitise(audio: Audio, warnings: list[str]) -> Audio:
+    """Replace non-finite samples by 0 and note it, so one bad sample cannot poison every feature."""
+    bad = ~np.isfinite(audio.samples)
+    count = int(bad.sum())
+    if count:
+        samples = np.where(bad, np.float32(0.0), audio.samples)
+        msg = f"{count} non-finite (NaN/inf) samples replaced by 0"
+        log.warning("%s", msg)
+        warnings.append(msg)
+        return Audio(samples, audio.sr)
+    return audio
