@@ -192,6 +192,7 @@ class TrackContext:
     warnings: list[str] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     _audio: Audio | None = field(default=None, repr=False)
+    _decode_error: DecodeError | None = field(default=None, repr=False)
     _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
     _stems: dict[str, "TrackContext"] = field(default_factory=dict, repr=False)
 
@@ -211,8 +212,14 @@ class TrackContext:
     def audio(self) -> Audio:
         """The decoded file (decoded on first access; raises :class:`DecodeError`)."""
         if self._audio is None:
+            if self._decode_error is not None:  # a failed decode is not retried per analyzer
+                raise self._decode_error
             self.stats["decode"] += 1
-            self._audio = _sanitise(self.loader(self.path), self.warnings)
+            try:
+                self._audio = _sanitise(self.loader(self.path), self.warnings)
+            except DecodeError as exc:
+                self._decode_error = exc
+                raise
         return self._audio
 
     @property

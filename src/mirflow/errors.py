@@ -33,3 +33,7 @@ class SidecarError(MirflowError):
 
 class DatasetError(MirflowError):
     """The dataset path is missing or not a folder, or organize cannot place a file."""
+
+
+class Blocked(MirflowError):
+    """An analyzer cannot run on this track because an input it needs is missing (e.g. no stems)."""

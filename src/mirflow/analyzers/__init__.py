@@ -56,8 +56,20 @@ def get(name: str) -> type[Analyzer]:
 
 
 def resolve_order(names: Iterable[str]) -> list[str]:
-    """``names`` plus the analyzers they require, sorted so requirements come first."""
+    """``names`` plus the analyzers they require, sorted so that requirements (``requires``) and
+    predecessors present in the run (``after``) come first."""
     _load_builtins()
+    selected: list[str] = []
+
+    def add(name: str) -> None:
+        if name not in selected:
+            cls = get(name)
+            selected.append(name)
+            for dep in cls.requires:
+                add(dep)
+
+    for n in names:
+        add(n)
     order: list[str] = []
     visiting: set[str] = set()
 
@@ -67,12 +79,13 @@ def resolve_order(names: Iterable[str]) -> list[str]:
         if name in visiting:
             raise ConfigError(f"analyzer dependency cycle through {name!r}")
         visiting.add(name)
-        for dep in get(name).requires:
+        cls = get(name)
+        for dep in (*cls.requires, *(a for a in cls.after if a in selected)):
             visit(dep)
         visiting.discard(name)
         order.append(name)
 
-    for n in names:
+    for n in selected:
         visit(n)
     return order
 

@@ -31,7 +31,11 @@ class Analyzer:
     device : {"cpu", "gpu"}
         Preferred device. GPU analyzers fall back to the CPU when no accelerator is present.
     requires : tuple of str
-        Analyzers whose outputs this one needs (they run first on the same track).
+        Analyzers whose outputs this one needs: they are added to the run, run first on the same
+        track, and a failure there blocks this one.
+    after : tuple of str
+        Analyzers that run first when they are part of the same run (ordering only): e.g. per-stem
+        features run after separation, but also on stems that were already there.
     outputs : tuple of str
         The flat sidecar keys it writes (documentation and export column order).
     batchable : bool
@@ -45,6 +49,7 @@ class Analyzer:
     version: ClassVar[int] = 1
     device: ClassVar[str] = "cpu"
     requires: ClassVar[tuple[str, ...]] = ()
+    after: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
     batchable: ClassVar[bool] = False
     default_params: ClassVar[dict[str, Any]] = {}

@@ -1,0 +1,195 @@
+"""Sidecars: the JSON file next to each track holding its features and mirflow's records.
+
+Flat feature keys (``lufs``, ``bpm``, ``drums_lufs``...) sit at the top level next to any keys the
+user added; mirflow owns only the keys its analyzers wrote (listed per analyzer in its record) and
+the reserved ``_mirflow`` block::
+
+    "_mirflow": {
+      "source": {"size": 123, "mtime_ns": 1700000000000000000},
+      "loudness": {"version": 1, "params": "3f2a...", "status": "ok", "seconds": 0.41,
+                   "at": "2026-11-24T10:00:00Z", "keys": ["lufs", ...]}
+    }
+
+Writes are atomic (temporary file in the same folder, flush, fsync, ``os.replace``) and are done by
+the process holding the track's lease, merging with what is on disk at that moment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dataset import TMP_PREFIX
+from .errors import SidecarError
+
+log = logging.getLogger(__name__)
+
+RESERVED = "_mirflow"
+
+
+class SidecarCorrupt(SidecarError):
+    """The sidecar exists but is not a valid JSON object."""
+
+
+def read(path: Path) -> dict[str, Any]:
+    """The sidecar's content; ``{}`` when it does not exist. Raises :class:`SidecarCorrupt`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise SidecarError(f"cannot read sidecar {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SidecarCorrupt(f"{path.name} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(data, dict):
+        raise SidecarCorrupt(f"{path.name} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def records(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``_mirflow`` block of a sidecar (empty when absent or malformed)."""
+    block = data.get(RESERVED)
+    return block if isinstance(block, dict) else {}
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays and non-finite floats into plain JSON values (NaN/inf -> None)."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    return value
+
+
+def write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (same-folder temp file, fsync, rename)."""
+    text = json.dumps(to_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def quarantine(path: Path) -> Path:
+    """Rename a corrupt sidecar aside (``<name>.corrupt-<UTC time>``) and return the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, target)
+    log.warning("sidecar %s was not valid JSON; kept it as %s", path, target.name)
+    return target
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class AnalyzerResult:
+    """The outcome of one analyzer on one track, as the engine hands it to :func:`merge`."""
+
+    status: str  # "ok" | "error" | "blocked"
+    features: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    note: str | None = None
+    seconds: float = 0.0
+    version: int = 1
+    params: str = ""
+    fingerprint: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {"version": self.version, "params": self.params, "status": self.status,
+                               "seconds": round(self.seconds, 4), "at": utc_now()}
+        if self.error:
+            rec["error"] = self.error
+        if self.note:
+            rec["note"] = self.note
+        if self.warnings:
+            rec["warnings"] = self.warnings
+        if self.fingerprint is not None:
+            rec["inputs"] = self.fingerprint
+        if self.status == "ok":
+            rec["keys"] = sorted(self.features)
+        rec.update(self.extra)
+        return rec
+
+
+def merge(path: Path, results: dict[str, AnalyzerResult], *,
+          source: dict[str, int] | None = None) -> Path | None:
+    """Merge analyzer results into the sidecar at ``path`` (caller holds the track lease).
+
+    For a successful analyzer the keys it wrote last time are removed, its new features added and
+    its record replaced. A failed or blocked analyzer gets a new record with the reason; features
+    from an earlier success are kept (nothing is lost) and stay listed in its ``keys``.
+    User keys are never touched. A corrupt sidecar is renamed aside first; its new path is returned.
+    """
+    quarantined = None
+    try:
+        data = read(path)
+    except SidecarCorrupt:
+        quarantined = quarantine(path)
+        data = {}
+    block = dict(records(data))
+    for name, res in results.items():
+        if res.status == "ok":
+            old = block.get(name, {})
+            for key in old.get("keys", []) if isinstance(old, dict) else []:
+                data.pop(key, None)
+            data.update(res.features)
+            block[name] = res.record()
+        else:
+            old = block.get(name)
+            rec = res.record()
+            if isinstance(old, dict) and old.get("keys"):
+                rec["keys"] = old["keys"]  # the previous features stay, and stay owned
+            block[name] = rec
+    if source is not None:
+        block["source"] = source
+    data[RESERVED] = block
+    write_atomic(path, data)
+    return quarantined
