@@ -88,7 +88,15 @@ class Analyzer:
 
     # -- work ----------------------------------------------------------------------------------
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
-        """Compute the features of one track; return flat sidecar keys (JSON-serialisable)."""
+        """Compute the features of one track; return flat sidecar keys (JSON-serialisable).
+
+        Two reserved keys are taken out of the returned dict by the engine: ``"_note"`` (a string
+        explaining e.g. why values are ``None``: silence, too short) goes into the analyzer's
+        sidecar record as ``note``; ``"_record"`` (a dict) is merged into the record itself, for
+        bookkeeping that ``outputs_valid`` needs (e.g. stem frame counts) but users don't.
+        Raise :class:`~mirflow.errors.Blocked` when an input other than the mix is missing, any
+        other exception to fail this track (the message is recorded).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement analyze()")
 
     def analyze_batch(self, ctxs: list[TrackContext]) -> list[dict[str, Any] | BaseException]:

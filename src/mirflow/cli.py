@@ -1,0 +1,294 @@
+"""The ``mirflow`` command line: parse, call the library, print. No analysis logic lives here.
+
+Exit codes: 0 success; 1 some tracks failed; 2 usage or configuration error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from . import config as cfgmod
+from .errors import ConfigError, DatasetError, MirflowError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+console = Console(stderr=True)
+out = Console()
+
+#: Convenience flags mapped to analyzer parameters (``--set ANALYZER.PARAM=V`` reaches the rest).
+PARAM_FLAGS: dict[str, tuple[str, str]] = {
+    "sep_model": ("separation", "model"),
+    "sep_repo": ("separation", "repo"),
+    "sep_shifts": ("separation", "shifts"),
+    "sep_overlap": ("separation", "overlap"),
+    "sep_segment": ("separation", "segment"),
+    "sep_precision": ("separation", "precision"),
+    "sep_batch": ("separation", "batch"),
+    "stem_format": ("separation", "stem_format"),
+    "stem_bits": ("separation", "stem_bits"),
+    "classifier_backend": ("classifiers", "backend"),
+    "classifier_batch": ("classifiers", "batch"),
+    "classifier_series": ("classifiers", "series"),
+    "models_dir": ("classifiers", "models_dir"),
+    "stem_analyzers": ("stems", "analyzers"),
+}
+
+
+def _fail(exc: MirflowError) -> None:
+    console.print(f"[red]error:[/] {exc}")
+    sys.exit(EXIT_USAGE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mirflow")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Analyse music collections at dataset scale: stems, loudness, rhythm, harmony, spectral
+    descriptors and classifier scores, written next to each track and exportable as one table."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _collect_params(kwargs: dict[str, Any], sets: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    params = cfgmod.parse_set(sets)
+    for flag, (analyzer, param) in PARAM_FLAGS.items():
+        value = kwargs.get(flag)
+        if value is None:
+            continue
+        if flag == "stem_analyzers":
+            value = cfgmod.parse_names(value)
+        elif flag in ("sep_repo", "models_dir"):
+            value = str(Path(value).expanduser().resolve())
+        params.setdefault(analyzer, {})[param] = value
+    return params
+
+
+def _options(dataset: Path, config: Path | None, **kw: Any):
+    cfg = cfgmod.load(cfgmod.find_config(dataset, config))
+    return cfgmod.build_options(cfg, **kw)
+
+
+_dataset_arg = click.argument("dataset", type=click.Path(path_type=Path, file_okay=False))
+
+
+@main.command()
+@_dataset_arg
+@click.option("--analyzers", "-a", help="Comma-separated analyzers (default: all; see `mirflow analyzers`).")
+@click.option("--workers", "-j", type=click.IntRange(min=0), help="Worker processes (default: cores).")
+@click.option("--executor", type=click.Choice(["serial", "local", "ray"]), help="Where to run (default: local).")
+@click.option("--device", help="auto | cpu | cuda | cuda:N | mps (GPU analyzers).")
+@click.option("--force", help="Recompute these analyzers (comma-separated, or 'all').")
+@click.option("--retry-failed", is_flag=True, help="Retry tracks that failed before.")
+@click.option("--chunk", type=click.IntRange(min=0), help="Tracks per work unit (batching); 0 = auto.")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="Configuration file (default: DATASET/mirflow.toml or ./mirflow.toml).")
+@click.option("--set", "sets", multiple=True, metavar="ANALYZER.PARAM=VALUE", help="Set an analyzer parameter (repeatable).")
+@click.option("--ray-address", help="Ray cluster address for --executor ray (e.g. auto).")
+@click.option("--sep-model", help="Demucs model name or signature (default htdemucs).")
+@click.option("--sep-repo", type=click.Path(file_okay=False), help="Local Demucs model folder (offline).")
+@click.option("--sep-shifts", type=click.IntRange(min=0), help="Random shifts (default 0: deterministic).")
+@click.option("--sep-overlap", type=click.FloatRange(0, 0.99), help="Segment overlap (default 0.25).")
+@click.option("--sep-segment", type=float, help="Segment length in seconds (default: the model's).")
+@click.option("--sep-precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="Separation precision.")
+@click.option("--sep-batch", type=click.IntRange(min=1), help="Segments per forward pass.")
+@click.option("--stem-format", type=click.Choice(["flac", "wav"]), help="Stem file format.")
+@click.option("--stem-bits", type=click.Choice(["16", "24"]), callback=lambda c, p, v: int(v) if v else None, help="Stem bit depth.")
+@click.option("--stem-analyzers", help="Analyzers run on each stem (default loudness,spectral).")
+@click.option("--classifier-backend", type=click.Choice(["auto", "onnx", "essentia"]), help="Classifier runtime.")
+@click.option("--classifier-batch", type=click.IntRange(min=1), help="Patches per inference call (default 64).")
+@click.option("--classifier-series", is_flag=True, default=None, help="Also store per-patch classifier series.")
+@click.option("--models-dir", type=click.Path(file_okay=False), help="Classifier models folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary instead of the table.")
+def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str | None,
+        device: str | None, force: str | None, retry_failed: bool, chunk: int | None,
+        config: Path | None, sets: tuple[str, ...], ray_address: str | None, as_json: bool,
+        **param_flags: Any) -> None:
+    """Analyse every track of DATASET that has something due (resumable, safe to run twice)."""
+    from .progress import RunProgress
+    from .runner import run as run_dataset
+
+    try:
+        options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
+                           workers=workers, executor=executor, device=device,
+                           force=cfgmod.parse_names(force), retry_failed=retry_failed, chunk=chunk,
+                           ray_address=ray_address, params=_collect_params(param_flags, sets))
+        with RunProgress(console, enabled=not as_json and console.is_terminal) as prog:
+            summary = run_dataset(dataset, options, progress=prog.callback)
+    except (ConfigError, DatasetError) as exc:
+        _fail(exc)
+    if as_json:
+        out.print_json(json.dumps(summary.as_dict()))
+    else:
+        _print_run_summary(summary)
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(EXIT_FAILED if summary.failed else EXIT_OK)
+
+
+def _print_run_summary(summary: Any) -> None:
+    if summary.tracks == 0:
+        console.print(f"[yellow]no tracks found in {summary.dataset}[/] (a track is a folder "
+                      "holding full_mix.<ext>; see `mirflow organize`)")
+    table = Table(title=f"mirflow run: {summary.tracks} tracks, {summary.wall_seconds:.1f} s")
+    for col in ("analyzer", "done", "skipped", "locked", "failed", "blocked", "unavailable", "s/track"):
+        table.add_column(col, justify="left" if col == "analyzer" else "right")
+    for name in summary.analyzers:
+        c = summary.counts[name]
+        per = summary.seconds.get(name, 0.0) / c["done"] if c["done"] else 0.0
+        table.add_row(name, str(c["done"]), str(c["skipped"]), str(c["locked"]),
+                      str(c["failed"] + c["previously_failed"]), str(c["blocked"]),
+                      str(c["unavailable"]), f"{per:.3f}" if c["done"] else "")
+    out.print(table)
+    for name, reason in summary.unavailable.items():
+        console.print(f"[yellow]{name} unavailable:[/] {reason}")
+    for f in summary.failures[:20]:
+        console.print(f"[red]failed[/] {f.track} [{f.analyzer}]: {f.error}")
+    if len(summary.failures) > 20:
+        console.print(f"... and {len(summary.failures) - 20} more (see `mirflow status`)")
+    for q in summary.quarantined:
+        console.print(f"[yellow]corrupt sidecar kept aside as[/] {q}")
+    if summary.work_done == 0 and not summary.interrupted and summary.tracks:
+        console.print("[green]nothing to do: every track is up to date[/]")
+    if summary.interrupted:
+        console.print("[yellow]interrupted: run the same command again to resume[/]")
+
+
+@main.command()
+@_dataset_arg
+@click.option("--analyzers", "-a", help="Comma-separated analyzers (default: all).")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="ANALYZER.PARAM=VALUE")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tuple[str, ...],
+           as_json: bool) -> None:
+    """Per analyzer: tracks done / due / failed / blocked / unavailable, and why tracks failed."""
+    from .runner import status as dataset_status
+
+    try:
+        options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
+                           params=cfgmod.parse_set(sets))
+        st = dataset_status(dataset, options)
+    except (ConfigError, DatasetError) as exc:
+        _fail(exc)
+    if as_json:
+        out.print_json(json.dumps(st.as_dict()))
+        return
+    table = Table(title=f"{st.dataset}: {st.tracks} tracks")
+    for col in ("analyzer", "done", "due", "failed", "blocked", "unavailable"):
+        table.add_column(col, justify="left" if col == "analyzer" else "right")
+    for name in st.analyzers:
+        c = st.counts[name]
+        table.add_row(name, *(str(c[k]) for k in ("done", "due", "failed", "blocked", "unavailable")))
+    out.print(table)
+    for name, reason in st.unavailable.items():
+        out.print(f"[yellow]{name} unavailable:[/] {reason}")
+    for f in st.failures:
+        out.print(f"[red]failed[/] {f.track} [{f.analyzer}]: {f.error}")
+    for f in st.blocked:
+        out.print(f"[yellow]blocked[/] {f.track} [{f.analyzer}]: {f.error}")
+
+
+@main.command()
+@_dataset_arg
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="FILE.parquet or FILE.csv")
+def export(dataset: Path, output: Path) -> None:
+    """Write all sidecars of DATASET as one table (one row per track)."""
+    from .export import export as export_table
+
+    try:
+        n = export_table(dataset, output)
+    except (ConfigError, DatasetError) as exc:
+        _fail(exc)
+    console.print(f"wrote {n} tracks to {output}")
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("dest", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--mode", type=click.Choice(["link", "copy", "move"]), default="link", show_default=True,
+              help="link: hard link where possible, else copy. Sources change only with move.")
+@click.option("--dry-run", is_flag=True, help="Show what would happen, change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def organize(src: Path, dest: Path, mode: str, dry_run: bool, as_json: bool) -> None:
+    """Turn loose audio files under SRC into track folders under DEST (DEST/<name>/full_mix.<ext>)."""
+    from .dataset import organize as organize_files
+
+    try:
+        actions = organize_files(src, dest, mode=mode, dry_run=dry_run)
+    except DatasetError as exc:
+        _fail(exc)
+    if as_json:
+        out.print_json(json.dumps([{"source": str(a.source), "target": str(a.target),
+                                    "action": a.action} for a in actions]))
+        return
+    for a in actions:
+        out.print(f"{'would ' if dry_run and a.action != 'exists' else ''}{a.action:6} {a.source} -> {a.target}",
+                  highlight=False)
+    console.print(f"{len(actions)} files{' (dry run: nothing changed)' if dry_run else ''}")
+
+
+@main.command(name="analyzers")
+def list_analyzers() -> None:
+    """List the registered analyzers, their outputs and whether they can run here."""
+    from . import analyzers as registry
+
+    table = Table()
+    for col in ("analyzer", "version", "device", "outputs", "available"):
+        table.add_column(col)
+    for name in registry.available_names():
+        cls = registry.get(name)
+        reason = cls().unavailable_reason()
+        table.add_row(name, str(cls.version), cls.device, ", ".join(cls.outputs),
+                      "yes" if reason is None else f"no: {reason}")
+    out.print(table)
+
+
+@main.command()
+@click.argument("dest", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--tracks", type=click.IntRange(1, 50), default=6, show_default=True)
+@click.option("--seconds", type=click.FloatRange(4, 120), default=12.0, show_default=True)
+@click.option("--workers", "-j", type=click.IntRange(min=0), default=0)
+def demo(dest: Path | None, tracks: int, seconds: float, workers: int) -> None:
+    """Synthesise a small dataset with known tempo, key and loudness, analyse it, compare."""
+    from .demo import make_demo_dataset, run_demo
+
+    dest = dest or Path("mirflow-demo")
+    truths = make_demo_dataset(dest, tracks=tracks, seconds=seconds)
+    console.print(f"synthesised {len(truths)} tracks in {dest}")
+    from .progress import RunProgress
+
+    with RunProgress(console, enabled=console.is_terminal) as prog:
+        summary, table_rows = run_demo(dest, truths, workers=workers, progress=prog.callback)
+    _print_run_summary(summary)
+    table = Table(title="known answers vs measured")
+    for col in table_rows[0].keys() if table_rows else ():
+        table.add_column(col)
+    for row in table_rows:
+        table.add_row(*(str(v) for v in row.values()))
+    out.print(table)
+    console.print(f"sidecars are in {dest}/*/*.INFO; try `mirflow status {dest}` and "
+                  f"`mirflow export {dest} -o demo.csv`")
+    sys.exit(EXIT_FAILED if summary.failed else EXIT_OK)
+
+
+def _mount_optional_groups() -> None:
+    try:
+        from .cli_models import models
+    except ImportError:  # the classifier module is not part of this build
+        return
+    main.add_command(models)
+
+
+_mount_optional_groups()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,156 @@
+"""Validated configuration: ``mirflow.toml`` plus command-line overrides.
+
+Example ``mirflow.toml`` (looked up as ``--config FILE``, else ``DATASET/mirflow.toml``, else
+``./mirflow.toml``)::
+
+    [run]
+    analyzers = ["loudness", "spectral", "tonal", "rhythm"]
+    workers = 4
+    executor = "local"        # serial | local | ray
+    device = "auto"           # auto | cpu | cuda | cuda:N | mps
+
+    [analyzers.separation]
+    model = "htdemucs"
+    precision = "bf16"
+
+Unknown keys, unknown analyzers, unknown analyzer parameters and wrongly typed values are errors
+with a message naming the offending key.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import analyzers as registry
+from .errors import ConfigError
+from .runner import RunOptions
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_NAME = "mirflow.toml"
+
+
+class RunSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    analyzers: list[str] | None = None
+    workers: int = Field(0, ge=0, description="worker processes; 0 = number of cores")
+    executor: Literal["serial", "local", "ray"] = "local"
+    device: str = "auto"
+    chunk: int = Field(0, ge=0, description="tracks per work unit; 0 = automatic")
+    ray_address: str | None = None
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: RunSection = RunSection()
+    analyzers: dict[str, dict[str, Any]] = {}
+
+
+def find_config(dataset: Path | None, explicit: Path | None) -> Path | None:
+    """The configuration file to use, or ``None``."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    for candidate in ([dataset / CONFIG_NAME] if dataset else []) + [Path.cwd() / CONFIG_NAME]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(path: Path | None) -> Config:
+    """Read and validate a configuration file (``None`` gives the defaults)."""
+    if path is None:
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return validate(raw, source=str(path))
+
+
+def validate(raw: dict[str, Any], *, source: str = "configuration") -> Config:
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+    for name in cfg.analyzers:
+        registry.get(name)  # unknown analyzer -> ConfigError
+    return cfg
+
+
+def default_analyzers() -> list[str]:
+    """Every registered analyzer, in registration order."""
+    return registry.available_names()
+
+
+def parse_names(text: str | None) -> list[str] | None:
+    """``"a,b"`` -> ``["a", "b"]`` (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: int | None = None,
+                  executor: str | None = None, device: str | None = None,
+                  force: list[str] | None = None, retry_failed: bool = False,
+                  chunk: int | None = None, ray_address: str | None = None,
+                  params: dict[str, dict[str, Any]] | None = None) -> RunOptions:
+    """Merge the file configuration with command-line overrides (which win) into run options.
+
+    Analyzer parameters are checked by constructing each analyzer once, so a typo fails here,
+    before any work starts.
+    """
+    names = analyzers or cfg.run.analyzers or default_analyzers()
+    for n in names:
+        registry.get(n)
+    merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in cfg.analyzers.items()}
+    for name, values in (params or {}).items():
+        registry.get(name)
+        merged.setdefault(name, {}).update(values)
+    order = registry.resolve_order(names)
+    for name in order:
+        registry.get(name)(**merged.get(name, {}))
+    forced = set(force or [])
+    if "all" in forced:
+        forced = set(order)
+    unknown = forced - set(order)
+    if unknown:
+        raise ConfigError(f"--force names analyzers not in this run: {', '.join(sorted(unknown))}")
+    run = cfg.run
+    chosen_executor = executor or run.executor
+    if chosen_executor not in ("serial", "local", "ray"):
+        raise ConfigError(f"unknown executor {chosen_executor!r} (serial, local or ray)")
+    return RunOptions(analyzers=names, params={k: v for k, v in merged.items() if k in order},
+                      executor=chosen_executor, workers=run.workers if workers is None else workers,
+                      device=device or run.device, force=frozenset(forced),
+                      retry_failed=retry_failed, chunk=run.chunk if chunk is None else chunk,
+                      ray_address=ray_address or run.ray_address)
+
+
+def parse_set(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``--set analyzer.param=value`` pairs; values are parsed as TOML scalars when possible."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not sep or not dot or not name or not param:
+            raise ConfigError(f"--set expects ANALYZER.PARAM=VALUE, got {item!r}")
+        try:
+            parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value.strip()
+        out.setdefault(name, {})[param] = parsed
+    return out

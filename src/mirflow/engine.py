@@ -1,0 +1,176 @@
+"""The worker side of a run: analyzers applied to the tracks of one work unit.
+
+A :class:`Worker` owns analyzer instances for the whole life of a worker process (or of the run,
+in the serial executor): each analyzer's ``setup()`` runs once, on first use, never per track.
+:meth:`Worker.process` takes a chunk of tracks, decodes each once into a
+:class:`~mirflow.audio.TrackContext`, runs the due analyzers in dependency order (batching across
+the chunk for analyzers that batch) and returns one :class:`~mirflow.sidecar.AnalyzerResult` per
+(track, analyzer). Workers never write sidecars: the process holding the track lease does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import analyzers as registry
+from .analyzers.base import Analyzer
+from .audio import TrackContext
+from .dataset import Track
+from .errors import Blocked, DecodeError, MirflowError
+from .sidecar import AnalyzerResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalyzerSpec:
+    """How to build one analyzer in a worker: its registry name and parameters (picklable)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Analyzer:
+        return registry.get(self.name)(**self.params)
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One track and the analyzers due on it; ``ready`` are analyzers already ok in its sidecar."""
+
+    track: Track
+    due: tuple[str, ...]
+    ready: frozenset[str] = frozenset()
+
+
+def describe(exc: BaseException) -> str:
+    """``"DecodeError: reason"`` style text for a record."""
+    text = str(exc).strip() or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+class Worker:
+    """Analyzer state for one worker; see the module docstring."""
+
+    def __init__(self, specs: list[AnalyzerSpec], *, device: str = "auto") -> None:
+        self.specs = {s.name: s for s in specs}
+        self.order = list(self.specs)
+        self.device = device
+        self._analyzers: dict[str, Analyzer] = {}
+        self._setup_errors: dict[str, BaseException] = {}
+        self.setup_count: dict[str, int] = {}
+
+    def analyzer(self, name: str) -> Analyzer:
+        """The worker's instance of ``name``, set up on first use (a setup failure is remembered)."""
+        if name in self._setup_errors:
+            raise self._setup_errors[name]
+        if name not in self._analyzers:
+            inst = self.specs[name].build()
+            try:
+                inst.setup(self.device)
+            except Exception as exc:
+                self._setup_errors[name] = exc
+                raise
+            self.setup_count[name] = self.setup_count.get(name, 0) + 1
+            self._analyzers[name] = inst
+        return self._analyzers[name]
+
+    def close(self) -> None:
+        for inst in self._analyzers.values():
+            try:
+                inst.teardown()
+            except Exception:  # noqa: BLE001 - teardown problems must not hide results
+                log.exception("teardown of %s failed", inst.name)
+        self._analyzers.clear()
+
+    def process(self, units: list[WorkUnit]) -> list[dict[str, AnalyzerResult]]:
+        """Run every due analyzer on every unit; one ``{analyzer: result}`` dict per unit."""
+        ctxs = [TrackContext(u.track.mix) for u in units]
+        results: list[dict[str, AnalyzerResult]] = [{} for _ in units]
+        for name in self.order:
+            todo = [i for i, u in enumerate(units) if name in u.due]
+            if not todo:
+                continue
+            runnable = []
+            for i in todo:
+                missing = self._missing_requirement(name, units[i], results[i])
+                if missing:
+                    results[i][name] = self._result(name, "blocked", note=missing)
+                else:
+                    runnable.append(i)
+            if runnable:
+                self._run_one_analyzer(name, [units[i] for i in runnable], [ctxs[i] for i in runnable],
+                                       [results[i] for i in runnable])
+        for ctx, res in zip(ctxs, results):
+            if ctx.warnings:
+                for r in res.values():
+                    r.warnings = list(ctx.warnings)
+        return results
+
+    def _missing_requirement(self, name: str, unit: WorkUnit, done: dict[str, AnalyzerResult]) -> str | None:
+        for dep in registry.get(name).requires:
+            if dep in done:
+                if done[dep].status != "ok":
+                    return f"requires {dep}, which did not succeed on this track"
+            elif dep not in unit.ready:
+                return f"requires {dep}, which has no result for this track"
+        return None
+
+    def _result(self, name: str, status: str, **kw: Any) -> AnalyzerResult:
+        cls = registry.get(name)
+        inst = self._analyzers.get(name)
+        params = inst.params_hash() if inst else self.specs[name].build().params_hash()
+        return AnalyzerResult(status=status, version=cls.version, params=params, **kw)
+
+    def _run_one_analyzer(self, name: str, units: list[WorkUnit], ctxs: list[TrackContext],
+                          sinks: list[dict[str, AnalyzerResult]]) -> None:
+        try:
+            analyzer = self.analyzer(name)
+        except Exception as exc:  # noqa: BLE001 - reported per track, the run goes on
+            log.debug("setup of %s failed", name, exc_info=True)
+            for sink in sinks:
+                sink[name] = self._result(name, "error", error=f"setup failed: {describe(exc)}")
+            return
+        if analyzer.batchable and len(ctxs) > 1:
+            start = time.perf_counter()
+            outs = analyzer.analyze_batch(ctxs)
+            each = (time.perf_counter() - start) / len(ctxs)
+            timed = [(o, each) for o in outs]
+        else:
+            timed = []
+            for ctx in ctxs:
+                start = time.perf_counter()
+                try:
+                    out: dict[str, Any] | BaseException = analyzer.analyze(ctx)
+                except Exception as exc:  # noqa: BLE001 - one bad track never stops the run
+                    out = exc
+                timed.append((out, time.perf_counter() - start))
+        for unit, ctx, sink, (out, seconds) in zip(units, ctxs, sinks, timed):
+            sink[name] = self._to_result(analyzer, unit, ctx, out, seconds)
+
+    def _to_result(self, analyzer: Analyzer, unit: WorkUnit, ctx: TrackContext,
+                   out: dict[str, Any] | BaseException, seconds: float) -> AnalyzerResult:
+        base = dict(version=analyzer.version, params=analyzer.params_hash(), seconds=seconds)
+        if isinstance(out, Blocked):
+            return AnalyzerResult(status="blocked", note=str(out),
+                                  fingerprint=self._fingerprint(analyzer, unit), **base)
+        if isinstance(out, BaseException):
+            if not isinstance(out, (DecodeError, MirflowError)):
+                log.warning("%s failed on %s: %s", analyzer.name, unit.track.dir, describe(out),
+                            exc_info=out)
+            return AnalyzerResult(status="error", error=describe(out), **base)
+        features = dict(out)
+        note = features.pop("_note", None)
+        extra = features.pop("_record", None) or {}
+        ctx.results[analyzer.name] = features
+        return AnalyzerResult(status="ok", features=features, note=note, extra=extra,
+                              fingerprint=self._fingerprint(analyzer, unit), **base)
+
+    @staticmethod
+    def _fingerprint(analyzer: Analyzer, unit: WorkUnit) -> str | None:
+        try:
+            return analyzer.input_fingerprint(unit.track.dir)
+        except OSError:
+            return None

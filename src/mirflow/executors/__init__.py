@@ -1,0 +1,44 @@
+"""Executors run work units; they know nothing of what analyzers compute.
+
+Every executor offers the same small interface (:class:`Executor`): ``submit`` a chunk of work
+units and get a :class:`concurrent.futures.Future` of their results, ``capacity`` chunks in flight
+at once, and ``shutdown``. The coordinator (:mod:`mirflow.runner`) holds the track leases and writes
+the sidecars, so an executor only computes.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Protocol
+
+from ..engine import AnalyzerSpec, WorkUnit
+from ..errors import ConfigError
+from ..sidecar import AnalyzerResult
+
+EXECUTORS = ("serial", "local", "ray")
+
+
+class Executor(Protocol):
+    capacity: int
+
+    def submit(self, units: list[WorkUnit]) -> "Future[list[dict[str, AnalyzerResult]]]": ...
+
+    def shutdown(self, *, cancel: bool = False) -> None: ...
+
+
+def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device: str,
+                  ray_address: str | None = None) -> Executor:
+    """Build the executor named ``kind`` (``serial``, ``local`` or ``ray``)."""
+    if kind == "serial":
+        from .serial import SerialExecutor
+
+        return SerialExecutor(specs, device=device)
+    if kind == "local":
+        from .local import LocalExecutor
+
+        return LocalExecutor(specs, workers=workers, device=device)
+    if kind == "ray":
+        from .ray import RayExecutor
+
+        return RayExecutor(specs, workers=workers, device=device, address=ray_address)
+    raise ConfigError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")

@@ -1,0 +1,339 @@
+"""The coordinator of a run: plan, lease, dispatch, merge, summarise.
+
+:func:`run` discovers the tracks, plans what is due, and feeds chunks of due tracks to an executor.
+For each track it first takes the track's lease (a track held by another worker is skipped and
+counted ``locked``), re-reads the sidecar under the lease and plans again (so two concurrent runs
+never compute the same pair twice), removes temporaries a dead worker left behind, and dispatches.
+Results come back to this process, which merges them into the sidecar atomically while it still
+holds the lease, then releases it.
+
+SIGINT/SIGTERM: the first one stops dispatching new tracks and lets in-flight tracks finish and be
+written; a second one abandons in-flight work (worker processes are stopped, their temporaries
+removed, no sidecar is half-written). Either way a summary is returned and the next run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import analyzers as registry
+from .analyzers.base import Analyzer
+from .dataset import Track, discover
+from .engine import AnalyzerSpec, WorkUnit, describe
+from .executors import make_executor
+from .locks import Lease, try_lease
+from .plan import BLOCKED, DONE, DUE, FAILED, UNAVAILABLE, decide, read_for_plan, source_fingerprint
+from .sidecar import AnalyzerResult, merge
+
+log = logging.getLogger(__name__)
+
+COUNT_NAMES = ("done", "skipped", "locked", "failed", "blocked", "unavailable", "previously_failed")
+
+
+@dataclass
+class RunOptions:
+    """Everything a run needs besides the dataset path (built by :mod:`mirflow.config`)."""
+
+    analyzers: list[str]
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    executor: str = "local"
+    workers: int = 0  # 0 = number of cores
+    device: str = "auto"
+    force: frozenset[str] = frozenset()
+    retry_failed: bool = False
+    chunk: int = 0  # tracks per work unit; 0 = automatic
+    ray_address: str | None = None
+
+
+@dataclass
+class Failure:
+    track: str
+    analyzer: str
+    error: str
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``counts[analyzer][kind]`` with kind in :data:`COUNT_NAMES`."""
+
+    dataset: str
+    analyzers: list[str]
+    tracks: int = 0
+    tracks_processed: int = 0
+    counts: dict[str, Counter] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> int:
+        return sum(c["failed"] for c in self.counts.values())
+
+    @property
+    def work_done(self) -> int:
+        return sum(c["done"] + c["failed"] + c["blocked"] for c in self.counts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "tracks": self.tracks,
+            "tracks_processed": self.tracks_processed,
+            "analyzers": {name: {k: int(self.counts[name][k]) for k in COUNT_NAMES}
+                          | {"seconds": round(self.seconds.get(name, 0.0), 3)}
+                          for name in self.analyzers},
+            "unavailable": self.unavailable,
+            "failures": [f.__dict__ for f in self.failures],
+            "quarantined_sidecars": self.quarantined,
+            "interrupted": self.interrupted,
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
+
+
+#: Progress callback: ``progress(event, **data)``; events ``plan``, ``track``, ``stopping``.
+ProgressFn = Callable[..., None]
+
+
+def build_analyzers(options: RunOptions) -> dict[str, Analyzer]:
+    """Instances (not set up) of the run's analyzers, in run order, with the configured params."""
+    order = registry.resolve_order(options.analyzers)
+    return {name: registry.get(name)(**options.params.get(name, {})) for name in order}
+
+
+class _StopFlag:
+    """Counts SIGINT/SIGTERM while installed; restores the previous handlers on exit."""
+
+    def __init__(self, *, raise_on_second: bool = False) -> None:
+        self.count = 0
+        self.raise_on_second = raise_on_second
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        log.warning("received %s: %s", signal.Signals(signum).name,
+                    "finishing tracks in flight (again to abandon them)" if self.count == 1
+                    else "abandoning tracks in flight")
+        if self.count >= 2 and self.raise_on_second:
+            raise KeyboardInterrupt  # in-process work can only be abandoned by unwinding it
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run(dataset: str | os.PathLike[str], options: RunOptions, *,
+        progress: ProgressFn | None = None) -> RunSummary:
+    """Analyse every track of ``dataset`` that has something due; see the module docstring."""
+    started = time.perf_counter()
+    root = Path(dataset)
+    emit = progress or (lambda *a, **k: None)
+    analyzers = build_analyzers(options)
+    unavailable = {n: r for n, a in analyzers.items() if (r := a.unavailable_reason())}
+    summary = RunSummary(dataset=str(root), analyzers=list(analyzers), unavailable=unavailable,
+                         counts={n: Counter() for n in analyzers})
+    tracks = discover(root)
+    summary.tracks = len(tracks)
+
+    pending: deque[Track] = deque()
+    for track in tracks:
+        decisions = decide(track, read_for_plan(track), analyzers, unavailable=unavailable,
+                           force=options.force, retry_failed=options.retry_failed)
+        if any(d.due for d in decisions.values()):
+            pending.append(track)
+        else:
+            _count_terminal(summary, decisions)
+    emit("plan", tracks=len(tracks), due=len(pending), unavailable=unavailable)
+    if not pending:
+        summary.wall_seconds = time.perf_counter() - started
+        return summary
+
+    workers = options.workers or os.cpu_count() or 1
+    workers = max(1, min(workers, len(pending)))
+    batchable = any(a.batchable for a in analyzers.values())
+    chunk = options.chunk or (4 if batchable else 1)
+    specs = [AnalyzerSpec(n, options.params.get(n, {})) for n in analyzers
+             if n not in unavailable]
+    executor = make_executor(options.executor, specs, workers=workers, device=options.device,
+                             ray_address=options.ray_address)
+    inflight: dict[Future, list[tuple[WorkUnit, Lease]]] = {}
+    submitting: list[tuple[WorkUnit, Lease]] = []
+    with _StopFlag(raise_on_second=options.executor == "serial") as stop:
+        try:
+            while (pending and not stop.count) or inflight:
+                if stop.count >= 2:
+                    break
+                while pending and not stop.count and len(inflight) < executor.capacity:
+                    submitting = _lease_chunk(pending, chunk, analyzers, unavailable, options,
+                                              summary, emit)
+                    if submitting:
+                        inflight[executor.submit([u for u, _ in submitting])] = submitting
+                    submitting = []
+                if not inflight:
+                    continue
+                done, _ = wait(list(inflight), timeout=0.25, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    _finish(fut, inflight.pop(fut), analyzers, summary, emit)
+        except KeyboardInterrupt:
+            stop.count = max(stop.count, 2)
+        finally:
+            summary.interrupted = stop.count > 0
+            abandoned = [*submitting, *(x for v in inflight.values() for x in v)]
+            if summary.interrupted:
+                emit("stopping", abandoned=len(abandoned))
+            executor.shutdown(cancel=bool(abandoned))
+            for _unit, lease in abandoned:  # clean temporaries; sidecars were never half-written
+                lease.clean_stale_temporaries()
+                lease.release()
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
+
+
+def _count_terminal(summary: RunSummary, decisions: dict[str, Any]) -> None:
+    for name, d in decisions.items():
+        key = {DONE: "skipped", FAILED: "previously_failed", BLOCKED: "blocked",
+               UNAVAILABLE: "unavailable"}.get(d.state)
+        if key:
+            summary.counts[name][key] += 1
+
+
+def _lease_chunk(pending: deque[Track], chunk: int, analyzers: dict[str, Analyzer],
+                 unavailable: dict[str, str], options: RunOptions,
+                 summary: RunSummary, emit: ProgressFn) -> list[tuple[WorkUnit, Lease]]:
+    """Take up to ``chunk`` tracks from ``pending`` whose lease we get and that are still due."""
+    leased: list[tuple[WorkUnit, Lease]] = []
+    while pending and len(leased) < chunk:
+        track = pending.popleft()
+        lease = try_lease(track)
+        if lease is None:
+            for name in analyzers:
+                summary.counts[name]["locked"] += 1
+            emit("track", track=track.relpath(Path(summary.dataset)), failed=False,
+                 failures=summary.failed, skipped="locked")
+            continue
+        data = read_for_plan(track)  # again, under the lease: another run may have finished it
+        decisions = decide(track, data, analyzers, unavailable=unavailable,
+                           force=options.force, retry_failed=options.retry_failed)
+        due = tuple(n for n, d in decisions.items() if d.state == DUE)
+        _count_terminal(summary, {n: d for n, d in decisions.items() if d.state != DUE})
+        if not due:
+            lease.release()
+            emit("track", track=track.relpath(Path(summary.dataset)), failed=False,
+                 failures=summary.failed, skipped="done meanwhile")
+            continue
+        lease.clean_stale_temporaries()
+        ready = frozenset(n for n, d in decisions.items() if d.state == DONE)
+        leased.append((WorkUnit(track, due, ready), lease))
+    return leased
+
+
+def _finish(fut: Future, leased: list[tuple[WorkUnit, Lease]], analyzers: dict[str, Analyzer],
+            summary: RunSummary, emit: ProgressFn) -> None:
+    try:
+        outcomes = fut.result()
+    except Exception as exc:  # noqa: BLE001 - e.g. a worker process died: fail these tracks only
+        reason = f"worker failed: {describe(exc)}"
+        log.error("%s", reason)
+        outcomes = [{n: AnalyzerResult(status="error", error=reason, version=analyzers[n].version,
+                                       params=analyzers[n].params_hash()) for n in unit.due}
+                    for unit, _ in leased]
+    for (unit, lease), results in zip(leased, outcomes):
+        rel = unit.track.relpath(Path(summary.dataset))
+        try:
+            try:
+                source = source_fingerprint(unit.track)
+            except OSError:
+                source = None
+            quarantined = merge(unit.track.sidecar, results, source=source)
+            if quarantined:
+                summary.quarantined.append(str(quarantined))
+        except OSError as exc:
+            log.error("cannot write sidecar of %s: %s", rel, exc)
+            for r in results.values():
+                r.status, r.error = "error", f"sidecar not written: {describe(exc)}"
+        finally:
+            lease.release()
+        failed = False
+        for name, res in results.items():
+            summary.seconds[name] = summary.seconds.get(name, 0.0) + res.seconds
+            if res.status == "ok":
+                summary.counts[name]["done"] += 1
+            elif res.status == "blocked":
+                summary.counts[name]["blocked"] += 1
+            else:
+                failed = True
+                summary.counts[name]["failed"] += 1
+                summary.failures.append(Failure(rel, name, res.error or "unknown error"))
+        summary.tracks_processed += 1
+        emit("track", track=rel, failed=failed, failures=summary.failed)
+
+
+def remaining_due(dataset: str | os.PathLike[str], options: RunOptions) -> int:
+    """How many tracks still have something due (used by tests and ``status``)."""
+    analyzers = build_analyzers(options)
+    unavailable = {n: r for n, a in analyzers.items() if (r := a.unavailable_reason())}
+    return sum(any(d.due for d in decide(t, read_for_plan(t), analyzers, unavailable=unavailable)
+                   .values()) for t in discover(dataset))
+
+
+__all__ = ["RunOptions", "RunSummary", "run", "build_analyzers", "DUE"]
+
+
+@dataclass
+class DatasetStatus:
+    """Per analyzer: how many tracks are done / due / failed / blocked / unavailable, and why."""
+
+    dataset: str
+    tracks: int
+    analyzers: list[str]
+    counts: dict[str, Counter]
+    unavailable: dict[str, str]
+    failures: list[Failure]
+    blocked: list[Failure]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "tracks": self.tracks,
+                "analyzers": {n: {k: int(self.counts[n][k]) for k in
+                                  ("done", "due", "failed", "blocked", "unavailable")}
+                              for n in self.analyzers},
+                "unavailable": self.unavailable,
+                "failures": [f.__dict__ for f in self.failures],
+                "blocked": [f.__dict__ for f in self.blocked]}
+
+
+def status(dataset: str | os.PathLike[str], options: RunOptions) -> DatasetStatus:
+    """What a run with ``options`` would find: read-only, decodes nothing, takes no lease."""
+    root = Path(dataset)
+    analyzers = build_analyzers(options)
+    unavailable = {n: r for n, a in analyzers.items() if (r := a.unavailable_reason())}
+    counts = {n: Counter() for n in analyzers}
+    failures: list[Failure] = []
+    blocked: list[Failure] = []
+    tracks = discover(root)
+    for track in tracks:
+        for name, d in decide(track, read_for_plan(track), analyzers, unavailable=unavailable,
+                              retry_failed=options.retry_failed).items():
+            counts[name][d.state] += 1
+            if d.state == FAILED:
+                failures.append(Failure(track.relpath(root), name, d.reason))
+            elif d.state == BLOCKED:
+                blocked.append(Failure(track.relpath(root), name, d.reason))
+    return DatasetStatus(str(root), len(tracks), list(analyzers), counts, unavailable, failures,
+                         blocked)
