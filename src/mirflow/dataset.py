@@ -66,15 +66,20 @@ class Track:
 
     def stem_files(self) -> dict[str, Path]:
         """Audio files next to the mix other than the mix itself, by stem name (``drums``, ...)."""
-        stems: dict[str, Path] = {}
-        try:
-            entries = sorted(self.dir.iterdir())
-        except OSError:
-            return stems
-        for p in entries:
-            if p.is_file() and is_audio_file(p) and p.stem != MIX_NAME and not p.name.startswith(TMP_PREFIX):
-                stems.setdefault(p.stem, p)
+        return stem_files(self.dir)
+
+
+def stem_files(track_dir: Path) -> dict[str, Path]:
+    """Audio files in ``track_dir`` other than the mix, by stem name (``drums``, ...), sorted."""
+    stems: dict[str, Path] = {}
+    try:
+        entries = sorted(track_dir.iterdir())
+    except OSError:
         return stems
+    for p in entries:
+        if p.is_file() and is_audio_file(p) and p.stem != MIX_NAME:
+            stems.setdefault(p.stem, p)
+    return stems
 
 
 def _pick_mix(candidates: list[Path]) -> Path:

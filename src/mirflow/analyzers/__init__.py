@@ -3,12 +3,18 @@
 Adding a feature means adding one module with an :class:`~mirflow.analyzers.base.Analyzer`
 subclass decorated with :func:`register`, and listing the module in ``_BUILTIN_MODULES``; the engine,
 resume, locking, export and CLI need no change.
+
+Analyzers from other packages are found through the ``mirflow.analyzers`` entry-point group, or
+by naming their modules in ``$MIRFLOW_PLUGINS`` (comma-separated module names); importing the
+module must register the analyzer.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterable
+from importlib.metadata import entry_points
 
 from ..errors import ConfigError
 from .base import Analyzer
@@ -18,6 +24,7 @@ _REGISTRY: dict[str, type[Analyzer]] = {}
 #: Modules holding the built-in analyzers, imported on first registry use.
 _BUILTIN_MODULES = (
     "loudness",
+    "stems",
 )
 _loaded = False
 
@@ -38,6 +45,13 @@ def _load_builtins() -> None:
         _loaded = True
         for mod in _BUILTIN_MODULES:
             importlib.import_module(f"{__name__}.{mod}")
+        for ep in entry_points(group="mirflow.analyzers"):
+            ep.load()
+        for mod in filter(None, (m.strip() for m in os.environ.get("MIRFLOW_PLUGINS", "").split(","))):
+            try:
+                importlib.import_module(mod)
+            except ImportError as exc:
+                raise ConfigError(f"cannot import analyzer plugin {mod!r} from MIRFLOW_PLUGINS: {exc}") from exc
 
 
 def available_names() -> list[str]:
