@@ -16,8 +16,12 @@ import os
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
+import logging
+
 from ..errors import ConfigError
 from .base import Analyzer
+
+log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[Analyzer]] = {}
 
@@ -44,7 +48,12 @@ def _load_builtins() -> None:
     if not _loaded:
         _loaded = True
         for mod in _BUILTIN_MODULES:
-            importlib.import_module(f"{__name__}.{mod}")
+            try:
+                importlib.import_module(f"{__name__}.{mod}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{__name__}.{mod}":
+                    raise
+                log.error("built-in analyzer module %s is missing from this installation", mod)
         for ep in entry_points(group="mirflow.analyzers"):
             ep.load()
         for mod in filter(None, (m.strip() for m in os.environ.get("MIRFLOW_PLUGINS", "").split(","))):

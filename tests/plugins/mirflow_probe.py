@@ -1,0 +1,48 @@
+"""A test analyzer, loaded through ``MIRFLOW_PLUGINS=mirflow_probe``.
+
+It logs every ``setup`` and ``analyze`` call (with the process id) to ``$MIRFLOW_PROBE_LOG`` so tests
+can count executions across processes, can sleep to keep tracks in flight, and fails on purpose
+for tracks whose path contains ``params["fail_on"]``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mirflow.analyzers import register
+from mirflow.analyzers.base import Analyzer
+from mirflow.errors import AnalysisError
+
+
+def _log(line: str) -> None:
+    path = os.environ.get("MIRFLOW_PROBE_LOG")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+@register
+class Probe(Analyzer):
+    name: ClassVar[str] = "probe"
+    version: ClassVar[int] = int(os.environ.get("MIRFLOW_PROBE_VERSION", "1"))
+    outputs: ClassVar[tuple[str, ...]] = ("probe_frames", "probe_rms")
+    default_params: ClassVar[dict[str, Any]] = {"sleep": 0.0, "fail_on": ""}
+
+    def setup(self, device: str = "cpu") -> None:
+        _log(f"setup {os.getpid()}")
+
+    def analyze(self, ctx) -> dict[str, Any]:
+        _log(f"analyze {os.getpid()} {ctx.path.parent.name}")
+        if self.params["sleep"]:
+            time.sleep(float(self.params["sleep"]))
+        if self.params["fail_on"] and self.params["fail_on"] in str(ctx.path):
+            raise AnalysisError("probe was told to fail on this track")
+        y = ctx.audio.samples
+        return {"probe_frames": int(y.shape[1]), "probe_rms": float(np.sqrt(np.mean(y ** 2)))}

@@ -1,0 +1,57 @@
+"""Planning: due reasons for every kind of change, with analyzer dependencies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from conftest import sine, write_track
+from mirflow.analyzers.base import Analyzer
+from mirflow.dataset import discover
+from mirflow.plan import decide, source_fingerprint
+
+
+class A(Analyzer):
+    name: ClassVar[str] = "a"
+    version: ClassVar[int] = 1
+    default_params: ClassVar[dict[str, Any]] = {"x": 1}
+
+    def output_files(self, track_dir: Path, record: dict) -> list[Path]:
+        return [track_dir / f for f in record.get("files", [])]
+
+
+class B(Analyzer):
+    name: ClassVar[str] = "b"
+    after: ClassVar[tuple[str, ...]] = ("a",)
+
+
+def _rec(an: Analyzer, **kw: Any) -> dict:
+    return {"version": an.version, "params": an.params_hash(), "status": "ok", "keys": [], **kw}
+
+
+def test_decisions(dataset: Path) -> None:
+    write_track(dataset, "t", sine())
+    track = discover(dataset)[0]
+    a, b = A(), B()
+    ans = {"a": a, "b": b}
+    src = source_fingerprint(track)
+    assert {n: d.reason for n, d in decide(track, {}, ans).items()} == {"a": "new", "b": "new"}
+    done = {"_mirflow": {"source": src, "a": _rec(a), "b": _rec(b)}}
+    assert all(d.state == "done" for d in decide(track, done, ans).values())
+    # params change on a -> a due, and b (after a) due too
+    d = decide(track, done, {"a": A(x=2), "b": b})
+    assert d["a"].reason == "parameters changed" and d["b"].reason == "a is due"
+    # missing output file
+    missing = {"_mirflow": {"source": src, "a": _rec(a, files=["drums.flac"]), "b": _rec(b)}}
+    assert decide(track, missing, ans)["a"].reason == "outputs missing or incomplete"
+    # failure: terminal unless retried
+    failed = {"_mirflow": {"source": src, "a": {**_rec(a), "status": "error", "error": "E: x"}, "b": _rec(b)}}
+    assert decide(track, failed, ans)["a"].state == "failed"
+    assert decide(track, failed, ans, retry_failed=True)["a"].reason == "retry"
+    assert decide(track, done, ans, force=frozenset({"b"}))["b"].reason == "forced"
+    # unavailable analyzers are never due, but done work stays done
+    assert decide(track, {}, ans, unavailable={"a": "no model"})["a"].state == "unavailable"
+    assert decide(track, done, ans, unavailable={"a": "no model"})["a"].state == "done"
+    # changed source
+    stale = {"_mirflow": {"source": {"size": 1, "mtime_ns": 1}, "a": _rec(a), "b": _rec(b)}}
+    assert decide(track, stale, ans)["a"].reason == "source changed"
