@@ -67,13 +67,14 @@ class LocalExecutor:
         return self._pool.submit(_process, units)
 
     def shutdown(self, *, cancel: bool = False) -> None:
-        if cancel:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
+        if cancel:  # abandon in-flight work: stop the worker processes now
+            procs = list((getattr(self._pool, "_processes", None) or {}).values())
+            for proc in procs:
                 if proc.is_alive():
                     proc.terminate()
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
+            for proc in procs:
                 proc.join(timeout=5)
+            self._pool.shutdown(wait=False, cancel_futures=True)
         else:
             self._pool.shutdown(wait=True)
         for k, v in self._saved_env.items():
