@@ -77,7 +77,7 @@ def _options(dataset: Path, config: Path | None, **kw: Any):
     return cfgmod.build_options(cfg, **kw)
 
 
-_dataset_arg = click.argument("dataset", type=click.Path(path_type=Path, file_okay=False))
+_dataset_arg = click.argument("dataset", type=click.Path(path_type=Path, file_okay=False, exists=True))
 
 
 @main.command()
