@@ -29,6 +29,8 @@ _REGISTRY: dict[str, type[Analyzer]] = {}
 _BUILTIN_MODULES = (
     "loudness",
     "stems",
+    "separation",
+    "classifiers",
 )
 _loaded = False
 

@@ -1,0 +1,299 @@
+"""Batched Demucs inference: segments from several tracks share one forward pass.
+
+:func:`demucs.apply.apply_model` separates one track at a time: it cuts the mix into model
+segments (``segment`` seconds, ``overlap`` between neighbours), runs each segment through the
+model on its own and overlap-adds the outputs with a triangular weight. On an accelerator that
+leaves most of the device idle. :func:`separate_stream` does the same computation for a stream of
+tracks, but gathers the segments of consecutive tracks into batches of ``batch_size`` and runs
+one forward pass per batch; each track's segments are then overlap-added back exactly as
+``apply_model`` does (same chunking, padding, weights, shift trick and bag-of-models weighting),
+so the outputs match ``apply_model`` up to the floating-point effect of the batch size.
+
+On CUDA the copy of a batch's output back to the host is queued right after its forward pass, and
+the overlap-add of batch *k* runs on the CPU while the device computes batch *k + 1*.
+
+This module knows nothing about mirflow's analyzers or executors: it takes tensors and yields
+tensors. ``torch`` and ``demucs`` are imported when it is imported, so import it lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from demucs.apply import BagOfModels, TensorChunk, tensor_chunk
+from demucs.htdemucs import HTDemucs
+from demucs.utils import center_trim
+
+#: Autocast dtypes by precision name (``fp32`` runs without autocast).
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def members(model: torch.nn.Module) -> list[tuple[torch.nn.Module, list[float] | None]]:
+    """The models to run and their per-source weights: one entry per model of a bag, or
+    ``[(model, None)]`` for a single model (no weighting, as in ``apply_model``)."""
+    if isinstance(model, BagOfModels):
+        return [(m, list(w)) for m, w in zip(model.models, model.weights)]
+    return [(model, None)]
+
+
+def segment_weight(segment_length: int, transition_power: float = 1.0) -> torch.Tensor:
+    """The overlap-add weight of ``apply_model``: a triangle peaking mid-segment, ``(segment_length,)``."""
+    weight = torch.cat([torch.arange(1, segment_length // 2 + 1),
+                        torch.arange(segment_length - segment_length // 2, 0, -1)])
+    return (weight / weight.max()) ** transition_power
+
+
+@dataclass
+class _Pass:
+    """One ``apply_model`` split pass: one model of the bag, one shift, over one track."""
+
+    track: "_Track"
+    member: int
+    view: TensorChunk          # what is split into segments (the mix, or a shifted window of it)
+    trim: int                  # samples to drop at the start of the result (shift trick)
+    weight: torch.Tensor
+    segment_length: int
+    out: torch.Tensor | None = None
+    sum_weight: torch.Tensor | None = None
+    remaining: int = 0
+
+    def add(self, offset: int, chunk_out: torch.Tensor) -> None:
+        if self.out is None:
+            n = self.view.length
+            self.out = torch.zeros(1, chunk_out.shape[1], chunk_out.shape[2], n)
+            self.sum_weight = torch.zeros(n)
+        length = chunk_out.shape[-1]
+        self.out[..., offset:offset + self.segment_length] += self.weight[:length] * chunk_out
+        self.sum_weight[offset:offset + self.segment_length] += self.weight[:length]
+        self.remaining -= 1
+        if self.remaining == 0:
+            assert self.sum_weight.min() > 0
+            self.out /= self.sum_weight
+            self.track.pass_done(self)
+
+
+@dataclass
+class _Track:
+    key: Hashable
+    length: int
+    n_members: int
+    shifts: int
+    weights: list[list[float] | None]
+    by_member: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    passes_left: int = 0
+    result: torch.Tensor | None = None
+
+    def pass_done(self, p: _Pass) -> None:
+        assert p.out is not None
+        self.by_member.setdefault(p.member, []).append(p.out[..., p.trim:])
+        p.out = p.sum_weight = None
+        self.passes_left -= 1
+        if self.passes_left == 0:
+            self.result = self._combine()
+            self.by_member.clear()
+
+    def _combine(self) -> torch.Tensor:
+        outs = []
+        for m in range(self.n_members):
+            parts = self.by_member[m]
+            if self.shifts:
+                out: Any = 0.0
+                for part in parts:  # same order and arithmetic as apply_model's shift loop
+                    out += part
+                out /= self.shifts
+            else:
+                (out,) = parts
+            outs.append(out)
+        if self.weights[0] is None:
+            (est,) = outs
+            return est[0]
+        estimates: Any = 0.0
+        totals = [0.0] * outs[0].shape[1]
+        for out, inst in zip(outs, self.weights):
+            for k, w in enumerate(inst):
+                out[:, k, :, :] *= w
+                totals[k] += w
+            estimates += out
+        for k in range(estimates.shape[1]):
+            estimates[:, k, :, :] /= totals[k]
+        return estimates[0]
+
+
+@dataclass
+class _Chunk:
+    owner: _Pass
+    offset: int
+    length: int
+    input: torch.Tensor  # (1, channels, valid_length)
+
+
+def _chunks(model: torch.nn.Module, mixes: Iterable[tuple[Hashable, torch.Tensor]], tracks: deque,
+            *, shifts: int, overlap: float, segment: float | None, transition_power: float,
+            seed: int) -> Iterator[tuple[int, _Chunk]]:
+    """Cut each mix into the segments ``apply_model`` would run, in its order; ``(member, chunk)``."""
+    mem = members(model)
+    samplerate = model.samplerate
+    weights_cache: dict[int, torch.Tensor] = {}
+    for key, mix in mixes:
+        if mix.dim() != 2:
+            raise ValueError(f"mix must be (channels, samples), got shape {tuple(mix.shape)}")
+        length = int(mix.shape[-1])
+        track = _Track(key, length, len(mem), shifts, [w for _, w in mem],
+                       passes_left=len(mem) * max(1, shifts))
+        tracks.append(track)
+        rng = random.Random(seed)  # per track: the result does not depend on batch composition
+        whole = tensor_chunk(mix[None])
+        for m_idx, (sub, _) in enumerate(mem):
+            if shifts:
+                max_shift = int(0.5 * samplerate)
+                padded_mix = whole.padded(length + 2 * max_shift)
+                views = []
+                for _ in range(shifts):
+                    offset = rng.randint(0, max_shift)
+                    views.append((TensorChunk(padded_mix, offset, length + max_shift - offset),
+                                  max_shift - offset))
+            else:
+                views = [(whole, 0)]
+            seg = segment if segment is not None else sub.segment
+            segment_length = int(samplerate * seg)
+            stride = int((1 - overlap) * segment_length)
+            if segment_length not in weights_cache:
+                weights_cache[segment_length] = segment_weight(segment_length, transition_power)
+            for view, trim in views:
+                offsets = range(0, view.length, stride)
+                p = _Pass(track, m_idx, view, trim, weights_cache[segment_length], segment_length,
+                          remaining=len(offsets))
+                for offset in offsets:
+                    chunk = TensorChunk(view, offset, segment_length)
+                    if isinstance(sub, HTDemucs) and segment is not None:
+                        valid_length = int(segment * samplerate)
+                    elif hasattr(sub, "valid_length"):
+                        valid_length = sub.valid_length(chunk.length)
+                    else:
+                        valid_length = chunk.length
+                    yield m_idx, _Chunk(p, offset, chunk.length, chunk.padded(valid_length))
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def separate_stream(model: torch.nn.Module, mixes: Iterable[tuple[Hashable, torch.Tensor]], *,
+                    batch_size: int = 1, shifts: int = 0, overlap: float = 0.25,
+                    segment: float | None = None, transition_power: float = 1.0,
+                    device: str | torch.device | None = None, precision: str = "fp32",
+                    seed: int = 0,
+                    on_forward: Callable[[int], None] | None = None,
+                    ) -> Iterator[tuple[Hashable, torch.Tensor]]:
+    """Separate a stream of mixes, batching model segments across tracks.
+
+    Parameters
+    ----------
+    model : HTDemucs, HDemucs, Demucs or BagOfModels
+        In eval mode, already on ``device``.
+    mixes : iterable of (key, tensor)
+        ``tensor`` is ``(channels, samples)`` float32 at ``model.samplerate`` on the CPU, already
+        normalised as the caller wants (Demucs' own front end standardises by the mono mix's mean
+        and std). Pulled lazily: the next mix is requested only when its segments are needed, so a
+        generator that waits on decoding threads overlaps decoding with the forward passes.
+    batch_size : int
+        Segments per forward pass. Segments of different models of a bag, or of different padded
+        lengths, never share a batch.
+    shifts, overlap, segment, transition_power
+        As in :func:`demucs.apply.apply_model`. The random shift offsets come from
+        ``random.Random(seed)`` created afresh for every track, so results are deterministic and
+        independent of which tracks share a batch.
+    device : torch device or None
+        Where the forward passes run (the model's device when ``None``); overlap-add happens on
+        the CPU.
+    precision : {"fp32", "fp16", "bf16"}
+        ``fp16``/``bf16`` run the forward passes under :func:`torch.autocast`.
+    on_forward : callable, optional
+        Called with the number of segments of every forward pass (for tests and statistics).
+
+    Yields
+    ------
+    (key, sources)
+        ``sources`` is ``(n_sources, channels, samples)`` float32 on the CPU, in the order of
+        ``model.sources``; tracks are yielded in input order, each as soon as it is complete.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    mem = members(model)
+    dev = torch.device(device) if device is not None else next(mem[0][0].parameters()).device
+    for sub, _ in mem:
+        sub.eval()
+        if isinstance(sub, HTDemucs) and segment is not None and segment > sub.segment:
+            raise ValueError(f"segment {segment} s is longer than the model's {float(sub.segment):.2f} s")
+    cuda = dev.type == "cuda"
+    tracks: deque[_Track] = deque()
+    chunks = _chunks(model, mixes, tracks, shifts=shifts, overlap=overlap, segment=segment,
+                     transition_power=transition_power, seed=seed)
+
+    def launch(m_idx: int, batch: list[_Chunk]) -> tuple[list[_Chunk], torch.Tensor, Any]:
+        x = torch.cat([c.input for c in batch])
+        if cuda:
+            x = x.pin_memory().to(dev, non_blocking=True)
+        elif x.device != dev:
+            x = x.to(dev)
+        with torch.no_grad(), _autocast(dev, precision):
+            y = mem[m_idx][0](x)
+        if on_forward is not None:
+            on_forward(len(batch))
+        if cuda:  # queue the copy now; the host waits for it only after launching the next batch
+            host = torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
+            host.copy_(y, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            return batch, host, event
+        return batch, y, None
+
+    def finish(pending: tuple[list[_Chunk], torch.Tensor, Any]) -> None:
+        batch, y, event = pending
+        if event is not None:
+            event.synchronize()
+        y = y.float().cpu()
+        for i, c in enumerate(batch):
+            c.owner.add(c.offset, center_trim(y[i:i + 1], c.length))
+
+    def completed() -> Iterator[tuple[Hashable, torch.Tensor]]:
+        while tracks and tracks[0].result is not None:
+            t = tracks.popleft()
+            yield t.key, t.result
+
+    pending = None
+    batch: list[_Chunk] = []
+    batch_member = -1
+    for m_idx, chunk in chunks:
+        if batch and (m_idx != batch_member or chunk.input.shape != batch[0].input.shape
+                      or len(batch) == batch_size):
+            launched = launch(batch_member, batch)
+            if pending is not None:
+                finish(pending)
+                yield from completed()
+            pending, batch = launched, []
+        batch.append(chunk)
+        batch_member = m_idx
+    if batch:
+        launched = launch(batch_member, batch)
+        if pending is not None:
+            finish(pending)
+        pending = launched
+    if pending is not None:
+        finish(pending)
+    yield from completed()
+    assert not tracks, "every track must have been completed"

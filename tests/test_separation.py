@@ -1,0 +1,353 @@
+"""Stem separation: batched inference equals apply_model, stems on disk, one model load, resume, safety.
+
+Every test uses a tiny HTDemucs built and saved as a local Demucs repo by ``tiny_demucs`` (no
+weights can be downloaded); clips are a few seconds of synthetic stereo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("demucs")
+
+from conftest import mirflow, sidecar, write_track  # noqa: E402
+from tiny_demucs import SOURCES, clip, save_repo, tiny_htdemucs  # noqa: E402
+
+from mirflow.analyzers import separation as sepmod  # noqa: E402
+from mirflow.analyzers.separation import Separation, stem_complete, write_stems  # noqa: E402
+from mirflow.audio import TrackContext  # noqa: E402
+from mirflow.errors import ConfigError, DecodeError  # noqa: E402
+
+SR = 44100
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest (and steadiest on a busy machine) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local Demucs repo with the bag ``tiny`` (one tiny HTDemucs, 1 s segments)."""
+    return save_repo(tmp_path_factory.mktemp("demucs-repo"), "tiny", [tiny_htdemucs()])
+
+
+@pytest.fixture
+def load_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts calls of ``demucs.pretrained.get_model`` (the one place the model is constructed)."""
+    from demucs import pretrained
+
+    calls: list[str] = []
+    real = pretrained.get_model
+
+    def counting(name, repo=None):
+        calls.append(name)
+        return real(name, repo=repo)
+
+    monkeypatch.setattr(pretrained, "get_model", counting)
+    return calls
+
+
+def make_tracks(root: Path, lengths=(2.0, 3.0, 0.6), *, sr: int = SR) -> list[Path]:
+    return [write_track(root, f"track {i}", clip(s, seed=i), sr) for i, s in enumerate(lengths)]
+
+
+def separator(repo: Path, **params) -> Separation:
+    sep = Separation(model="tiny", repo=str(repo), **params)
+    sep.setup("cpu")
+    return sep
+
+
+# -- the batched engine -------------------------------------------------------------------------------
+
+def test_batched_engine_equals_apply_model() -> None:
+    from demucs.apply import apply_model
+
+    from mirflow.demucs_batch import separate_stream
+
+    model = tiny_htdemucs()
+    mixes = [torch.from_numpy(clip(s, seed=i)) for i, s in enumerate([2.3, 0.4, 3.0])]
+    sizes: list[int] = []
+    out = dict(separate_stream(model, list(enumerate(mixes)), batch_size=4, on_forward=sizes.append))
+    assert sizes == [4, 4, 1]  # 4 + 1 + 4 segments: passes mix segments of several tracks
+    for i, mix in enumerate(mixes):
+        ref = apply_model(model, mix[None], shifts=0, overlap=0.25)[0]
+        assert out[i].shape == ref.shape == (4, 2, mix.shape[-1])
+        assert float((out[i] - ref).abs().max()) < 1e-4
+
+
+def test_batched_engine_equals_apply_model_for_bag_with_shifts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import demucs.apply
+    from demucs.apply import BagOfModels, apply_model
+
+    from mirflow.demucs_batch import separate_stream
+
+    bag = BagOfModels([tiny_htdemucs(seed=0), tiny_htdemucs(seed=1)],
+                      weights=[[1.0, 0.5, 1.0, 1.0], [0.3, 1.0, 1.0, 1.0]])
+    mixes = [torch.from_numpy(clip(s, seed=i)) for i, s in enumerate([1.7, 0.5])]
+    out = dict(separate_stream(bag, list(enumerate(mixes)), batch_size=3, shifts=2, seed=7))
+    for i, mix in enumerate(mixes):
+        # apply_model draws shifts from the global `random`, which HTDemucs' forward also consumes;
+        # give it the same private stream the batched path uses for each track.
+        monkeypatch.setattr(demucs.apply, "random", random.Random(7))
+        ref = apply_model(bag, mix[None], shifts=2)[0]
+        assert float((out[i] - ref).abs().max()) < 1e-4
+
+
+# -- the analyzer ---------------------------------------------------------------------------------------
+
+def test_stems_have_names_length_rate_channels(repo: Path, dataset: Path) -> None:
+    from demucs.apply import apply_model
+
+    mixes = make_tracks(dataset)
+    mixes.append(write_track(dataset, "mono 48k", clip(1.5, seed=9)[:1], 48000))  # resampled + upmixed
+    sep = separator(repo, batch=3, stem_format="wav", stem_bits=24)
+    ctxs = [TrackContext(p) for p in mixes]
+    results = sep.analyze_batch(ctxs)
+    for ctx, res in zip(ctxs, results):
+        assert not isinstance(res, BaseException), res
+        n = ctx.stereo(SR).shape[-1]
+        assert res["stems"] == SOURCES and res["separation_sr"] == SR and res["separation_frames"] == n
+        assert res["separation_signature"] == "abc00000" and res["separation_precision"] == "fp32"
+        folder = ctx.path.parent
+        assert sorted(p.name for p in folder.iterdir() if p.name != ctx.path.name) == \
+            sorted(f"{s}.wav" for s in SOURCES)
+        for s in SOURCES:
+            info = sf.info(str(folder / f"{s}.wav"))
+            assert (info.samplerate, info.channels, info.frames, info.subtype) == (SR, 2, n, "PCM_24")
+        assert sep.outputs_valid(folder, res["_record"])
+    # the stems are Demucs' output for the standardised mix (24-bit quantisation aside)
+    ctx = ctxs[1]
+    wav = torch.from_numpy(ctx.stereo(SR))
+    ref = wav.mean(0)
+    mean, std = ref.mean(), ref.std() + 1e-8
+    expected = apply_model(sep._model, ((wav - mean) / std)[None], shifts=0)[0] * std + mean
+    drums, _ = sf.read(str(ctx.path.parent / "drums.wav"), dtype="float32")
+    assert np.abs(drums.T - expected[0].clamp(-1, 1).numpy()).max() < 1e-4
+    sep.teardown()
+
+
+def test_model_loaded_once_for_many_tracks(repo: Path, dataset: Path, load_counter: list[str]) -> None:
+    ctxs = [TrackContext(p) for p in make_tracks(dataset, (1.0, 1.2, 0.8, 1.1, 0.5))]
+    sep = separator(repo, batch=2)
+    assert all(not isinstance(r, BaseException) for r in sep.analyze_batch(ctxs[:3]))
+    assert all(not isinstance(r, BaseException) for r in sep.analyze_batch(ctxs[3:]))
+    sep.analyze(ctxs[0])
+    assert load_counter == ["tiny"]
+    sep.teardown()
+
+
+def test_one_bad_track_fails_alone(repo: Path, dataset: Path) -> None:
+    good = make_tracks(dataset, (1.0, 0.7))
+    bad = dataset / "bad" / "full_mix.wav"
+    bad.parent.mkdir()
+    bad.write_bytes(b"RIFF not really audio")
+    sep = separator(repo, batch=4)
+    results = sep.analyze_batch([TrackContext(good[0]), TrackContext(bad), TrackContext(good[1])])
+    assert isinstance(results[1], DecodeError)
+    assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
+    assert not [p for p in bad.parent.iterdir() if p.name != "full_mix.wav"]
+    sep.teardown()
+
+
+def test_failed_write_leaves_no_partial_stems(repo: Path, dataset: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (mix,) = make_tracks(dataset, (1.0,))
+    folder = mix.parent
+    sep = separator(repo)
+    first = sep.analyze(TrackContext(mix))
+    before = {s: (folder / f"{s}.flac").read_bytes() for s in SOURCES}
+
+    real_write = sf.SoundFile.write
+    calls = {"n": 0}
+
+    def failing_write(self, data):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third stem: half written, then the disk "fills up"
+            real_write(self, data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(sf.SoundFile, "write", failing_write)
+    sep.params["stem_bits"] = 24  # a different output than the stems on disk
+    (result,) = sep.analyze_batch([TrackContext(mix)])
+    assert isinstance(result, OSError)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(["full_mix.flac", *(f"{s}.flac" for s in SOURCES)])  # no temporaries
+    assert {s: (folder / f"{s}.flac").read_bytes() for s in SOURCES} == before  # old stems untouched
+    assert sep.outputs_valid(folder, first["_record"])
+    sep.teardown()
+
+
+def test_interrupt_leaves_only_complete_stems(repo: Path, dataset: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import mirflow.demucs_batch as batch_mod
+
+    mixes = make_tracks(dataset, (1.0, 1.0, 1.0))
+    real = batch_mod.separate_stream
+
+    def interrupted(*args, **kwargs):
+        for n, item in enumerate(real(*args, **kwargs)):
+            if n == 1:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(batch_mod, "separate_stream", interrupted)
+    sep = separator(repo, batch=1)
+    with pytest.raises(KeyboardInterrupt):
+        sep.analyze_batch([TrackContext(p) for p in mixes])
+    # track 0 was separated before the interrupt: its stems are complete; the others have none
+    assert sep.outputs_valid(mixes[0].parent, {})
+    for p in mixes[1:]:
+        assert [x.name for x in p.parent.iterdir()] == ["full_mix.flac"]
+    for p in mixes:
+        assert not [x for x in p.parent.iterdir() if x.name.startswith(".mirflow-tmp-")]
+    sep.teardown()
+
+
+def test_outputs_valid_detects_missing_and_truncated_stems(repo: Path, dataset: Path) -> None:
+    mixes = make_tracks(dataset, (2.0, 2.0, 2.0))
+    sep = separator(repo, batch=2)
+    results = sep.analyze_batch([TrackContext(p) for p in mixes])
+    records = [r["_record"] for r in results]
+    folders = [p.parent for p in mixes]
+    assert all(sep.outputs_valid(f, r) for f, r in zip(folders, records))
+    assert sep.output_files(folders[0], records[0]) == [folders[0] / f"{s}.flac" for s in SOURCES]
+    (folders[0] / "vocals.flac").unlink()
+    assert not sep.outputs_valid(folders[0], records[0])
+    bass = folders[1] / "bass.flac"  # a cut-off copy: the FLAC header still claims the full length
+    bass.write_bytes(bass.read_bytes()[: bass.stat().st_size // 2])
+    assert not sep.outputs_valid(folders[1], records[1])
+    assert not stem_complete(bass, frames=None, sr=SR)
+    wrong = dict(records[2], frames=records[2]["frames"] + 1)  # stems from another mix
+    assert not sep.outputs_valid(folders[2], wrong)
+    sep.teardown()
+
+
+def test_write_stems_is_all_or_nothing(tmp_path: Path) -> None:
+    stems = {"a": np.zeros((2, 100), np.float32), "b": np.full((2, 100), 2.0, np.float32)}
+    out = write_stems(tmp_path, stems, sr=SR)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac", "b.flac"] == sorted(p.name for p in out.values())
+    data, _ = sf.read(str(tmp_path / "b.flac"))
+    assert data.max() == pytest.approx(1.0, abs=1e-4)  # clipped, not wrapped
+    with pytest.raises(KeyError):
+        write_stems(tmp_path, {"c": stems["a"]}, sr=SR, bits=12)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac", "b.flac"]
+
+
+# -- configuration and availability -------------------------------------------------------------------
+
+def test_params_hash_ignores_batch_device_and_repo(repo: Path) -> None:
+    base = Separation().params_hash()
+    assert Separation(batch=8, device="cpu", repo=str(repo)).params_hash() == base
+    assert Separation(precision="bf16").params_hash() != base
+    assert Separation(shifts=1).params_hash() != base
+    for bad in ({"precision": "int8"}, {"stem_format": "mp3"}, {"stem_bits": 20}, {"overlap": 1.0},
+                {"shifts": -1}, {"batch": 0}, {"segment": 0}):
+        with pytest.raises(ConfigError):
+            Separation(**bad)
+
+
+def test_unavailable_reasons_say_how_to_get_weights(repo: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Separation(model="tiny", repo=str(repo)).unavailable_reason() is None
+    assert Separation(model="abc00000", repo=str(repo)).unavailable_reason() is None
+    msg = Separation(model="htdemucs", repo=str(repo)).unavailable_reason()
+    assert "htdemucs" in msg and "--sep-repo" in msg and "tiny" in msg
+    assert "does not exist" in Separation(repo=str(tmp_path / "nowhere")).unavailable_reason()
+    broken = save_repo(tmp_path / "broken", "tiny", [tiny_htdemucs()], sigs=["deadbeef"])
+    next(broken.glob("deadbeef*.th")).unlink()
+    assert "deadbeef" in Separation(model="tiny", repo=str(broken)).unavailable_reason()
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    msg = Separation().unavailable_reason()
+    assert "not available offline" in msg and "--sep-repo" in msg and "get_model('htdemucs')" in msg
+    ckpt = tmp_path / "torch" / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (ckpt / "955717e8-8726e21a.th").write_bytes(b"x")  # htdemucs' weights, as Demucs caches them
+    assert Separation().unavailable_reason() is None
+    snap = tmp_path / "hf" / "models--adefossez--HTDemucs-6s" / "snapshots" / "0123"
+    snap.mkdir(parents=True)
+    (snap / "htdemucs_6s.yaml").write_text("models: ['5c90dfd2']\n")
+    (snap / "5c90dfd2.safetensors").write_bytes(b"x")
+    assert Separation(model="htdemucs_6s").unavailable_reason() is None
+
+
+def test_module_import_does_not_import_torch() -> None:
+    code = ("import sys, mirflow.analyzers as a; cls = a.get('separation'); cls().unavailable_reason(); "
+            "cls().params_hash(); assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_precision_and_device_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sepmod, "_cpu_flags", lambda: {"avx2", "fma"})
+    prec, why = sepmod.resolve_precision("bf16", "cpu")
+    assert prec == "fp32" and "lacks native bf16" in why
+    monkeypatch.setattr(sepmod, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert sepmod.resolve_precision("bf16", "cpu") == ("bf16", None)
+    prec, why = sepmod.resolve_precision("fp16", "cpu")
+    assert prec == "fp32" and "accelerators" in why
+    assert sepmod.resolve_precision("fp32", "cpu") == ("fp32", None)
+    assert sepmod.resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        assert sepmod.resolve_device("auto") in ("cpu", "mps")
+        with pytest.raises(ConfigError, match="no CUDA"):
+            sepmod.resolve_device("cuda:0")
+    with pytest.raises(ConfigError):
+        sepmod.resolve_device("tpu")
+
+
+def test_bf16_path_runs_and_stays_close(repo: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sepmod, "_cpu_flags", lambda: {"avx512_bf16"})  # run autocast even without it
+    (mix,) = make_tracks(dataset, (1.5,))
+    fp32 = separator(repo, stem_format="wav")
+    fp32.analyze(TrackContext(mix))
+    ref, _ = sf.read(str(mix.parent / "bass.wav"))
+    bf16 = separator(repo, precision="bf16", stem_format="wav")
+    res = bf16.analyze(TrackContext(mix))
+    out, _ = sf.read(str(mix.parent / "bass.wav"))
+    assert res["separation_precision"] == "bf16"
+    assert np.abs(out - ref).max() < 0.05 * max(np.abs(ref).max(), 1e-3) + 1e-3
+    fp32.teardown()
+    bf16.teardown()
+
+
+# -- end to end through the CLI --------------------------------------------------------------------------
+
+def test_mirflow_run_separates_once_and_resumes(repo: Path, dataset: Path) -> None:
+    mixes = make_tracks(dataset, (1.5, 1.0, 2.0, 0.7))
+    args = ["-v", "run", str(dataset), "--analyzers", "separation", "--sep-repo", str(repo),
+            "--sep-model", "tiny", "--executor", "serial", "--chunk", "4", "--sep-batch", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = mirflow(*args, check=True, env=env)
+    assert first.stderr.count("separation: tiny loaded in") == 1  # one model load for 4 tracks
+    for p in mixes:
+        data = sidecar(p.parent)
+        assert data["stems"] == SOURCES and data["_mirflow"]["separation"]["status"] == "ok"
+        n = data["separation_frames"]
+        for s in SOURCES:
+            info = sf.info(str(p.parent / f"{s}.flac"))
+            assert (info.samplerate, info.channels, info.frames) == (SR, 2, n)
+    second = mirflow(*args, check=True, env=env)
+    assert "loaded in" not in second.stderr  # nothing due: the model is not even loaded
+    (mixes[1].parent / "drums.flac").unlink()
+    third = mirflow(*args, "--json", check=True, env=env)
+    summary = json.loads(third.stdout)
+    assert summary["analyzers"]["separation"]["done"] == 1
+    assert (mixes[1].parent / "drums.flac").exists()
