@@ -1,0 +1,293 @@
+"""Model registry, lookup, download (resume, atomic, checksums), verify and convert, for real over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mirflow import models
+from mirflow.cli_models import models as models_cli
+from mirflow.errors import ConfigError
+
+import tiny_models as tm
+
+
+# -- a local HTTP server with Range support and a switch to cut a transfer short ---------------------
+class _Handler(http.server.BaseHTTPRequestHandler):
+    root: Path
+    log: list
+    cut_after: dict  # path -> bytes to send before dropping the connection (once)
+
+    def log_message(self, *args):  # keep pytest output quiet
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        self.log.append((self.path, self.headers.get("Range")))
+        path = self.root / self.path.lstrip("/").replace("models/", "", 1)
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and rng.startswith("bytes="):
+            start = int(rng[6:].split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cut = self.cut_after.pop(self.path, None)
+        if cut is not None:
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "upstream"
+    handler = type("H", (_Handler,), {"root": root, "log": [], "cut_after": {}})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/models", root, handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _publish(root: Path, name: str, kind: str, *, size_pad: int = 0) -> dict[str, bytes]:
+    """Place tiny upstream files of model ``name`` where the registry URLs point (under ``root``)."""
+    spec = models.get(name)
+    files = {}
+    for mf in spec.files:
+        rel = mf.url.split("/models/", 1)[1]
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if mf.kind == "onnx":
+            tm.build_onnx(kind, dest)
+            if size_pad:  # make it large enough that a cut transfer really is partial
+                dest.write_bytes(dest.read_bytes())
+        elif mf.kind == "pb":
+            dest.write_bytes((tm.FIXTURES / f"tiny-{kind}.pb").read_bytes() + b"\0" * size_pad)
+        else:
+            dest.write_text(json.dumps(tm.metadata(name, kind, list(spec.labels))))
+        files[mf.name] = dest.read_bytes()
+    return files
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(models.ENV_VAR, raising=False)
+
+
+# -- registry ------------------------------------------------------------------------------------
+def test_registry_entries_have_upstream_names_urls_labels_and_licence():
+    for name, spec in models.REGISTRY.items():
+        assert spec.licence == "CC BY-NC-SA 4.0"
+        assert {f.kind for f in spec.files} >= {"pb", "json"}
+        for f in spec.files:
+            assert f.name == f"{name}.{f.kind}"
+            assert f.url.startswith("https://essentia.upf.edu/models/") and f.url.endswith(f.name)
+    assert models.get("danceability-vggish-audioset-1").labels == ("danceable", "not_danceable")
+    assert models.get("tonal_atonal-vggish-audioset-1").labels == ("atonal", "tonal")
+    assert models.get("danceability-vggish-audioset-1").input == "model/Placeholder"
+    assert models.get("danceability-vggish-audioset-1").output == "model/Sigmoid"
+    assert models.get("audioset-vggish-3").output == "model/vggish/embeddings"
+    assert models.classifier_keys() == ["danceability", "atonality", "instrumentalness",
+                                        "vocal_gender_female"]
+    assert models.two_stage_names("danceability") == ["audioset-vggish-3", "danceability-audioset-vggish-1"]
+    with pytest.raises(ConfigError, match="unknown model"):
+        models.get("nope")
+
+
+def test_lookup_order_models_dir_then_env_then_cache(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    cache = tmp_path / "home" / ".cache" / "mirflow" / "models"
+    monkeypatch.setenv(models.ENV_VAR, str(b))
+    assert models.search_dirs(a) == [a, b, cache]
+    assert models.primary_dir(None) == b
+    for d in (a, b, cache):
+        d.mkdir(parents=True, exist_ok=True)
+    (cache / "x.pb").write_text("c")
+    assert models.find_file("x.pb", a) == cache / "x.pb"
+    (b / "x.pb").write_text("b")
+    assert models.find_file("x.pb", a) == b / "x.pb"
+    (a / "x.pb").write_text("a")
+    assert models.find_file("x.pb", a) == a / "x.pb"
+
+
+def test_interface_reads_node_names_and_classes_from_metadata(tmp_path):
+    spec = models.get("danceability-audioset-vggish-1")
+    assert models.interface(spec, tmp_path) == models.Interface("model/Placeholder", "model/Softmax",
+                                                                spec.labels)
+    meta = tm.metadata(spec.name, "head", ["not_danceable", "danceable"],
+                       input_name="embeddings:0", output_name="model/Softmax:0")
+    (tmp_path / f"{spec.name}.json").write_text(json.dumps(meta))
+    iface = models.interface(spec, tmp_path)
+    assert iface == models.Interface("embeddings", "model/Softmax", ("not_danceable", "danceable"))
+    assert models.strip_port("model/Placeholder:0") == "model/Placeholder"
+
+
+# -- download, resume, verify -------------------------------------------------------------------------
+def test_download_writes_files_and_lock_with_sha256(server, tmp_path):
+    base, root, handler = server
+    files = _publish(root, "danceability-audioset-vggish-1", "head")
+    dest = tmp_path / "models"
+    seen = []
+    written = models.download(["danceability-audioset-vggish-1"], models_dir=dest, base_url=base,
+                              progress=lambda n, d, t: seen.append((n, d, t)))
+    assert sorted(p.name for p in written) == sorted(files)
+    lock = json.loads((dest / models.LOCK_NAME).read_text())["files"]
+    for name, data in files.items():
+        assert (dest / name).read_bytes() == data
+        assert lock[name]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert lock[name]["size"] == len(data)
+    assert seen and seen[-1][1] == seen[-1][2]
+    assert not list(dest.glob("*.part"))
+    # a second download finds the verified files and fetches nothing
+    handler.log.clear()
+    assert models.download(["danceability-audioset-vggish-1"], models_dir=dest, base_url=base) == []
+    assert handler.log == []
+
+
+def test_optional_onnx_missing_upstream_is_skipped(server, tmp_path):
+    base, root, _ = server
+    _publish(root, "danceability-audioset-vggish-1", "head")
+    (root / "classification-heads/danceability/danceability-audioset-vggish-1.onnx").unlink()
+    written = models.download(["danceability-audioset-vggish-1"], models_dir=tmp_path, base_url=base)
+    assert sorted(p.suffix for p in written) == [".json", ".pb"]
+
+
+def test_interrupted_download_resumes_with_range(server, tmp_path):
+    base, root, handler = server
+    files = _publish(root, "danceability-vggish-audioset-1", "classifier", size_pad=200_000)
+    pb = "danceability-vggish-audioset-1.pb"
+    url_path = "/models/classifiers/danceability/" + pb
+    handler.cut_after[url_path] = 70_000
+    with pytest.raises(models.DownloadError, match="interrupted"):
+        models.download(["danceability-vggish-audioset-1"], models_dir=tmp_path, base_url=base)
+    part = tmp_path / (pb + ".part")
+    assert part.exists() and 0 < part.stat().st_size < len(files[pb])
+    assert not (tmp_path / pb).exists()  # never visible half-written
+    have = part.stat().st_size
+    models.download(["danceability-vggish-audioset-1"], models_dir=tmp_path, base_url=base)
+    assert (url_path, f"bytes={have}-") in handler.log
+    assert (tmp_path / pb).read_bytes() == files[pb]
+    assert not part.exists()
+
+
+def test_checksum_mismatch_is_refused(server, tmp_path):
+    base, root, _ = server
+    data = b"x" * 1000
+    (root / "f.bin").parent.mkdir(parents=True, exist_ok=True)
+    (root / "f.bin").write_bytes(data)
+    with pytest.raises(models.DownloadError, match="SHA-256 mismatch"):
+        models.download_file(f"{base}/f.bin", tmp_path / "f.bin", sha256="0" * 64)
+    assert not (tmp_path / "f.bin").exists() and not (tmp_path / "f.bin.part").exists()
+    digest = models.download_file(f"{base}/f.bin", tmp_path / "f.bin",
+                                  sha256=hashlib.sha256(data).hexdigest())
+    assert digest == hashlib.sha256(data).hexdigest()
+
+
+def test_http_error_names_the_file(server, tmp_path):
+    base, _, _ = server
+    with pytest.raises(models.DownloadError, match="HTTP 404"):
+        models.download(["gender-vggish-audioset-1"], models_dir=tmp_path, base_url=base)
+
+
+def test_verify_detects_changed_truncated_unrecorded_and_missing(server, tmp_path):
+    base, root, _ = server
+    _publish(root, "danceability-vggish-audioset-1", "classifier")
+    models.download(["danceability-vggish-audioset-1"], models_dir=tmp_path, base_url=base)
+    assert {s.status for s in models.verify(models_dir=tmp_path)} == {"ok"}
+    pb = tmp_path / "danceability-vggish-audioset-1.pb"
+    original = pb.read_bytes()
+    pb.write_bytes(original[: len(original) // 2])
+    js = tmp_path / "danceability-vggish-audioset-1.json"
+    js.write_text(js.read_text() + " ")
+    status = {s.file: s.status for s in models.verify(models_dir=tmp_path)}
+    assert status == {pb.name: "truncated", js.name: "changed"}
+    # a file placed by hand is unrecorded until recorded; a model with a missing file says so
+    shutil.copy(tm.FIXTURES / "tiny-head.pb", tmp_path / "gender-audioset-vggish-1.pb")
+    status = {s.file: s.status for s in models.verify(models_dir=tmp_path)}
+    assert status["gender-audioset-vggish-1.pb"] == "unrecorded"
+    assert status["gender-audioset-vggish-1.json"] == "missing"
+    models.record(tmp_path / "gender-audioset-vggish-1.pb")
+    status = {s.file: s.status for s in models.verify(["gender-audioset-vggish-1"], models_dir=tmp_path)}
+    assert status["gender-audioset-vggish-1.pb"] == "ok"
+
+
+# -- command line ----------------------------------------------------------------------------------
+def test_cli_list_json_download_verify(server, tmp_path):
+    base, root, _ = server
+    _publish(root, "tonal_atonal-vggish-audioset-1", "classifier")
+    runner = CliRunner()
+    res = runner.invoke(models_cli, ["download", "tonal_atonal-vggish-audioset-1",
+                                     "--models-dir", str(tmp_path), "--base-url", base])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(models_cli, ["list", "--json", "--models-dir", str(tmp_path)])
+    assert res.exit_code == 0
+    listing = json.loads(res.stdout)
+    assert listing["licence"] == "CC BY-NC-SA 4.0"
+    entry = next(m for m in listing["models"] if m["name"] == "tonal_atonal-vggish-audioset-1")
+    assert set(entry["installed"]) == {"pb", "json"} and entry["labels"] == ["atonal", "tonal"]
+    res = runner.invoke(models_cli, ["verify", "--json", "--models-dir", str(tmp_path)])
+    assert res.exit_code == 0 and json.loads(res.stdout)["ok"] is True
+    (tmp_path / "tonal_atonal-vggish-audioset-1.pb").write_bytes(b"corrupt")
+    res = runner.invoke(models_cli, ["verify", "--models-dir", str(tmp_path)])
+    assert res.exit_code == 1
+    res = runner.invoke(models_cli, ["download", "no-such-model"])
+    assert res.exit_code == 2 and "unknown model" in res.output
+    res = runner.invoke(models_cli, ["list"])
+    assert res.exit_code == 0 and "CC BY-NC-SA 4.0" in res.output
+
+
+# -- convert -------------------------------------------------------------------------------------
+@pytest.mark.skipif(not models.tf2onnx_available(),
+                    reason="needs tf2onnx and TensorFlow: pip install tf2onnx tensorflow-cpu")
+def test_convert_pb_to_onnx_agrees_with_the_pb_model(tmp_path):
+    import onnxruntime as ort
+
+    tm.install(tmp_path, "danceability-vggish-audioset-1", "classifier", formats=("pb",),
+               labels=["danceable", "not_danceable"])
+    dest = models.convert("danceability-vggish-audioset-1", models_dir=tmp_path)
+    assert dest == tmp_path / "danceability-vggish-audioset-1.onnx"
+    lock = models.read_lock(tmp_path)
+    assert lock[dest.name]["sha256"] == models.sha256_file(dest)
+    sess = ort.InferenceSession(str(dest), providers=["CPUExecutionProvider"])
+    assert models.strip_port(sess.get_inputs()[0].name) == "model/Placeholder"
+    x = np.random.default_rng(0).normal(-3, 1, (5, 96, 64)).astype(np.float32)
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, tm.reference("classifier", x), atol=1e-5)
+
+
+def test_convert_without_pb_or_tf2onnx_says_what_to_do(tmp_path, monkeypatch):
+    from mirflow.errors import ModelUnavailableError
+
+    with pytest.raises(ModelUnavailableError, match="mirflow models download gender-vggish-audioset-1"):
+        models.convert("gender-vggish-audioset-1", models_dir=tmp_path)
+    tm.install(tmp_path, "gender-vggish-audioset-1", "classifier", formats=("pb",))
+    monkeypatch.setattr(models, "tf2onnx_available", lambda: False)
+    with pytest.raises(models.ConvertError, match="pip install tf2onnx"):
+        models.convert("gender-vggish-audioset-1", models_dir=tmp_path)
