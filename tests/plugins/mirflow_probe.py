@@ -46,3 +46,23 @@ class Probe(Analyzer):
             raise AnalysisError("probe was told to fail on this track")
         y = ctx.audio.samples
         return {"probe_frames": int(y.shape[1]), "probe_rms": float(np.sqrt(np.mean(y ** 2)))}
+
+
+@register
+class ProbeGPU(Analyzer):
+    """A 'gpu' analyzer for testing the GPU lane: writes a stem-like file next to the mix."""
+
+    name: ClassVar[str] = "probe_gpu"
+    device: ClassVar[str] = "gpu"
+    outputs: ClassVar[tuple[str, ...]] = ("probe_gpu_pid",)
+    batchable: ClassVar[bool] = True
+
+    def setup(self, device: str = "cpu") -> None:
+        _log(f"setup-gpu {os.getpid()}")
+
+    def analyze(self, ctx) -> dict[str, Any]:
+        _log(f"analyze-gpu {os.getpid()} {ctx.path.parent.name}")
+        import soundfile as sf
+
+        sf.write(ctx.path.parent / "probe.wav", ctx.audio.samples.T, ctx.sr)
+        return {"probe_gpu_pid": os.getpid()}

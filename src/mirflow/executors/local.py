@@ -4,6 +4,13 @@ Each worker process is started with every BLAS/OpenMP/numba/torch thread pool li
 thread (environment variables set before the child imports any numeric library, plus
 ``threadpoolctl`` as a second line), so N workers use N cores without oversubscription. Each worker
 builds its analyzers once (``setup()``) and keeps them for the whole run.
+
+With an accelerator (``--device auto`` finding CUDA/ROCm, or ``--device cuda[:N]``/``mps``) and GPU
+analyzers in the run, a *GPU lane* is added: one process that owns the GPU analyzers (one model
+copy on the device, batching across the tracks of a chunk) and feeds the CPU lane, which runs the
+remaining analyzers of each track once the GPU lane is done with it. The GPU lane works on the next
+chunk while the CPU lane works on the previous one, so the accelerator does not wait for CPU
+features. Without an accelerator, GPU analyzers run in the CPU workers like any other.
 """
 
 from __future__ import annotations
@@ -48,35 +55,100 @@ def _close() -> None:
         _worker.close()
 
 
+def accelerator_present(device: str) -> bool:
+    """Whether ``device`` names (or, for ``auto``, finds) an accelerator. Imports torch only for auto."""
+    if device == "cpu":
+        return False
+    if device != "auto":
+        return True
+    try:
+        import torch
+    except ImportError:
+        return False
+    mps = getattr(torch.backends, "mps", None)
+    return bool(torch.cuda.is_available() or (mps is not None and mps.is_available()))
+
+
+def _pool(specs: list[AnalyzerSpec], workers: int, device: str, threads: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+        initargs=(specs, device, threads, logging.getLogger().getEffectiveLevel()))
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 class LocalExecutor:
-    """A process pool of ``workers`` processes, each single-threaded (see the module docstring)."""
+    """A process pool of ``workers`` single-threaded processes, plus a GPU lane when an accelerator
+    is used (see the module docstring). ``gpu_lane=None`` decides automatically."""
 
     def __init__(self, specs: list[AnalyzerSpec], *, workers: int, device: str = "auto",
-                 threads_per_worker: int = 1) -> None:
+                 threads_per_worker: int = 1, gpu_lane: bool | None = None) -> None:
+        from .. import analyzers as registry
+
         self.workers = max(1, int(workers))
-        self.capacity = self.workers * 2  # one chunk computing, one waiting, per worker
         self._saved_env = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
         for k in THREAD_ENV_VARS:  # inherited by the spawned children before they import numpy
             os.environ[k] = str(threads_per_worker)
-        self._pool = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=mp.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(specs, device, threads_per_worker, logging.getLogger().getEffectiveLevel()))
+        gpu_specs = [s for s in specs if registry.get(s.name).device == "gpu"]
+        if gpu_lane is None:
+            gpu_lane = bool(gpu_specs) and accelerator_present(device)
+        self._gpu_names = frozenset(s.name for s in gpu_specs) if gpu_lane and gpu_specs else frozenset()
+        cpu_specs = [s for s in specs if s.name not in self._gpu_names]
+        self._pool = _pool(cpu_specs, self.workers, device, threads_per_worker)
+        self._gpu = _pool(gpu_specs, 1, device, threads_per_worker) if self._gpu_names else None
+        # one chunk computing and one waiting per CPU worker, plus two for the GPU lane
+        self.capacity = self.workers * 2 + (2 if self._gpu else 0)
+        if self._gpu:
+            log.info("GPU lane for %s on %s", ", ".join(sorted(self._gpu_names)), device)
 
     def submit(self, units: list[WorkUnit]) -> "Future[list[dict[str, AnalyzerResult]]]":
-        return self._pool.submit(_process, units)
+        if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):
+            return self._pool.submit(_process, units)
+        outer: Future = Future()
+        gpu_units = [WorkUnit(u.track, tuple(n for n in u.due if n in self._gpu_names), u.ready)
+                     for u in units]
+        gpu_future = self._gpu.submit(_process, gpu_units)
+        gpu_future.add_done_callback(lambda f: self._after_gpu(f, units, outer))
+        return outer
+
+    def _after_gpu(self, gpu_future: Future, units: list[WorkUnit], outer: Future) -> None:
+        """Hand the CPU part of each track to the CPU lane, then combine both lanes' results."""
+        try:
+            gpu_results = gpu_future.result()
+            cpu_units = [WorkUnit(u.track, tuple(n for n in u.due if n not in self._gpu_names),
+                                  u.ready | {n for n, r in res.items() if r.status == "ok"})
+                         for u, res in zip(units, gpu_results)]
+            if not any(u.due for u in cpu_units):
+                outer.set_result(gpu_results)
+                return
+            cpu_future = self._pool.submit(_process, cpu_units)
+        except BaseException as exc:  # noqa: BLE001 - reported per track by the coordinator
+            outer.set_exception(exc)
+            return
+
+        def combine(f: Future) -> None:
+            try:
+                outer.set_result([{**g, **c} for g, c in zip(gpu_results, f.result())])
+            except BaseException as exc:  # noqa: BLE001
+                outer.set_exception(exc)
+
+        cpu_future.add_done_callback(combine)
 
     def shutdown(self, *, cancel: bool = False) -> None:
-        if cancel:  # abandon in-flight work: stop the worker processes now
-            procs = list((getattr(self._pool, "_processes", None) or {}).values())
-            for proc in procs:
-                if proc.is_alive():
-                    proc.terminate()
-            for proc in procs:
-                proc.join(timeout=5)
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        else:
-            self._pool.shutdown(wait=True)
+        pools = [p for p in (self._gpu, self._pool) if p is not None]
+        for pool in pools:
+            if cancel:  # abandon in-flight work: stop the worker processes now
+                _terminate(pool)
+            else:
+                pool.shutdown(wait=True)
         for k, v in self._saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
