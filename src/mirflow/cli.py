@@ -266,8 +266,11 @@ def demo(dest: Path | None, tracks: int, seconds: float, workers: int) -> None:
     console.print(f"synthesised {len(truths)} tracks in {dest}")
     from .progress import RunProgress
 
-    with RunProgress(console, enabled=console.is_terminal) as prog:
-        summary, table_rows = run_demo(dest, truths, workers=workers, progress=prog.callback)
+    try:
+        with RunProgress(console, enabled=console.is_terminal) as prog:
+            summary, table_rows = run_demo(dest, truths, workers=workers, progress=prog.callback)
+    except (ConfigError, DatasetError) as exc:
+        _fail(exc)
     _print_run_summary(summary)
     table = Table(title="known answers vs measured")
     for col in table_rows[0].keys() if table_rows else ():
