@@ -158,7 +158,8 @@ def _print_run_summary(summary: Any) -> None:
     if summary.work_done == 0 and not summary.interrupted and summary.tracks:
         console.print("[green]nothing to do: every track is up to date[/]")
     if summary.interrupted:
-        console.print("[yellow]interrupted: run the same command again to resume[/]")
+        console.print("[yellow]interrupted: run the same command again to resume[/]"
+                      + (" (without --force, or forced work is redone)" if summary.forced else ""))
 
 
 @main.command()

@@ -60,5 +60,9 @@ class RunProgress:
                                   failures=f"[red]{failures} failed[/]" if failures else "")
         elif event == "stopping":
             self._progress.console.print(
-                f"[yellow]stopping: {data.get('abandoned', 0)} track(s) in flight "
+                f"[yellow]stopping: finishing {data.get('in_flight', 0)} track(s) in flight "
                 "(Ctrl-C again to abandon them)[/]")
+        elif event == "abandoning":
+            self._progress.console.print(
+                f"[yellow]abandoned {data.get('abandoned', 0)} track(s) in flight; "
+                "their sidecars are unchanged[/]")

@@ -77,6 +77,7 @@ class RunSummary:
     quarantined: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     interrupted: bool = False
+    forced: bool = False
 
     @property
     def failed(self) -> int:
@@ -128,7 +129,7 @@ class _StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.count += 1
-        log.warning("received %s: %s", signal.Signals(signum).name,
+        log.info("received %s: %s", signal.Signals(signum).name,
                     "finishing tracks in flight (again to abandon them)" if self.count == 1
                     else "abandoning tracks in flight")
         if self.count >= 2 and self.raise_on_second:
@@ -148,7 +149,7 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     analyzers = build_analyzers(options)
     unavailable = {n: r for n, a in analyzers.items() if (r := a.unavailable_reason())}
     summary = RunSummary(dataset=str(root), analyzers=list(analyzers), unavailable=unavailable,
-                         counts={n: Counter() for n in analyzers})
+                         counts={n: Counter() for n in analyzers}, forced=bool(options.force))
     tracks = discover(root)
     summary.tracks = len(tracks)
 
@@ -177,9 +178,13 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     submitting: list[tuple[WorkUnit, Lease]] = []
     with _StopFlag(raise_on_second=options.executor == "serial") as stop:
         try:
+            announced = False
             while (pending and not stop.count) or inflight:
                 if stop.count >= 2:
                     break
+                if stop.count and not announced:
+                    announced = True
+                    emit("stopping", in_flight=sum(len(v) for v in inflight.values()))
                 while pending and not stop.count and len(inflight) < executor.capacity:
                     submitting = _lease_chunk(pending, chunk, analyzers, unavailable, options,
                                               summary, emit)
@@ -196,8 +201,8 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
         finally:
             summary.interrupted = stop.count > 0
             abandoned = [*submitting, *(x for v in inflight.values() for x in v)]
-            if summary.interrupted:
-                emit("stopping", abandoned=len(abandoned))
+            if abandoned:
+                emit("abandoning", abandoned=len(abandoned))
             executor.shutdown(cancel=bool(abandoned))
             for _unit, lease in abandoned:  # clean temporaries; sidecars were never half-written
                 lease.clean_stale_temporaries()
