@@ -28,6 +28,9 @@ _REGISTRY: dict[str, type[Analyzer]] = {}
 #: Modules holding the built-in analyzers, imported on first registry use.
 _BUILTIN_MODULES = (
     "loudness",
+    "spectral",
+    "tonal",
+    "rhythm",
     "stems",
     "separation",
     "classifiers",
