@@ -131,3 +131,20 @@ def test_odd_rates_and_one_sample(tmp_path: Path) -> None:
     assert ctx.audio.frames == 1
     assert ctx.mono(22050).shape[0] <= 1
     sf.info(one)
+
+
+@pytest.mark.parametrize("n", [0, 1, 100, 2047, 2048, 22050, 100_001])
+def test_blockwise_stft_matches_librosa(n: int) -> None:
+    import warnings
+
+    import librosa
+
+    from mirflow.audio import stft_magnitude
+
+    y = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    ours = stft_magnitude(y, block_frames=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = np.abs(librosa.stft(y, n_fft=2048, hop_length=512, center=True, pad_mode="constant"))
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)

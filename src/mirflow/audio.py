@@ -272,12 +272,8 @@ class TrackContext:
         functions given ``S=`` this matrix reproduce their own results. Computed once per
         ``(sr, n_fft, hop_length)``.
         """
-        def compute() -> np.ndarray:
-            import librosa
-
-            y = self.mono(sr)
-            return np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length, center=True,
-                                       pad_mode="constant")).astype(np.float32)
+        return self.memo(("stft", sr, n_fft, hop_length),
+                         lambda: stft_magnitude(self.mono(sr), n_fft=n_fft, hop_length=hop_length))
 
         return self.memo(("stft", sr, n_fft, hop_length), compute)
 
@@ -287,6 +283,33 @@ class TrackContext:
         if name not in self._stems:
             self._stems[name] = TrackContext(path, name=name, loader=self.loader)
         return self._stems[name]
+
+
+def stft_magnitude(y: np.ndarray, *, n_fft: int = 2048, hop_length: int = 512,
+                   block_frames: int = 1024) -> np.ndarray:
+    """Magnitude STFT ``(1 + n_fft // 2, 1 + len(y) // hop_length)`` float32 of a mono signal.
+
+    The same frames as ``librosa.stft(y, center=True, pad_mode="constant")`` with a periodic Hann
+    window, but computed in blocks of ``block_frames`` frames straight into the float32 output, so
+    peak memory is the output plus one block (the full complex matrix is never held), and signals
+    shorter than ``n_fft`` need no special case.
+    """
+    from scipy import fft
+    from scipy.signal import get_window
+
+    y = np.asarray(y, dtype=np.float32)
+    pad = n_fft // 2
+    padded = np.pad(y, (pad, pad))
+    if padded.size < n_fft:
+        padded = np.pad(padded, (0, n_fft - padded.size))
+    frames = 1 + (padded.size - n_fft) // hop_length
+    window = get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    view = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
+    out = np.empty((1 + n_fft // 2, frames), dtype=np.float32)
+    for start in range(0, frames, block_frames):
+        block = view[start:start + block_frames] * window
+        out[:, start:start + block.shape[0]] = np.abs(fft.rfft(block, axis=1)).T
+    return out
 
 
 def _sanitise(audio: Audio, warnings: list[str]) -> Audio:
