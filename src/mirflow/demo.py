@@ -39,14 +39,14 @@ def make_demo_dataset(dest: str | os.PathLike[str], *, tracks: int = 6, seconds:
     """Write ``tracks`` synthetic songs under ``dest`` (existing demo tracks are kept as they are)."""
     import soundfile as sf
 
-    from .synth import synth_song_stems
+    from .synth import PITCH_CLASSES, pitch_class, synth_song_stems
 
     root = Path(dest)
     truths = []
     for i in range(tracks):
         bpm, key, scale, lufs = _DEMO_SONGS[i % len(_DEMO_SONGS)]
-        name = f"demo {i + 1:02d} - {key} {scale} {bpm:g} bpm"
-        truth = DemoTruth(name, bpm, key, scale, lufs)
+        name = f"demo{i + 1:02d}"
+        truth = DemoTruth(name, bpm, PITCH_CLASSES[pitch_class(key)], scale, lufs)
         truths.append(truth)
         mix_path = root / name / "full_mix.flac"
         if mix_path.exists():
@@ -77,11 +77,11 @@ def run_demo(dest: str | os.PathLike[str], truths: list[DemoTruth], *, workers: 
         except SidecarError:
             data = {}
         row: dict[str, Any] = {"track": t.name}
-        row["bpm (true)"] = f"{t.bpm:g}"
-        row["bpm"] = _fmt(data.get("bpm"), "{:.1f}")
-        row["key (true)"] = f"{t.key} {t.scale}"
+        row["BPM true"] = f"{t.bpm:g}"
+        row["BPM"] = _fmt(data.get("bpm"), "{:.1f}")
+        row["key true"] = f"{t.key} {t.scale}"
         row["key"] = f"{data['key']} {data.get('scale', '')}" if data.get("key") else "-"
-        row["LUFS (true)"] = f"{t.lufs:g}"
+        row["LUFS true"] = f"{t.lufs:g}"
         row["LUFS"] = _fmt(data.get("lufs"), "{:.2f}")
         rows.append(row)
     return summary, rows
