@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,10 +85,12 @@ def test_batched_engine_equals_apply_model() -> None:
     sizes: list[int] = []
     out = dict(separate_stream(model, list(enumerate(mixes)), batch_size=4, on_forward=sizes.append))
     assert sizes == [4, 4, 1]  # 4 + 1 + 4 segments: passes mix segments of several tracks
+    lanes = dict(separate_stream(model, list(enumerate(mixes)), batch_size=1, lanes=3))
     for i, mix in enumerate(mixes):
         ref = apply_model(model, mix[None], shifts=0, overlap=0.25)[0]
         assert out[i].shape == ref.shape == (4, 2, mix.shape[-1])
         assert float((out[i] - ref).abs().max()) < 1e-4
+        assert float((lanes[i] - ref).abs().max()) < 1e-4  # concurrent passes in threads
 
 
 def test_batched_engine_equals_apply_model_for_bag_with_shifts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,6 +152,19 @@ def test_model_loaded_once_for_many_tracks(repo: Path, dataset: Path, load_count
     sep.analyze(ctxs[0])
     assert load_counter == ["tiny"]
     sep.teardown()
+
+
+def test_cpu_threads_become_concurrent_passes(repo: Path, dataset: Path) -> None:
+    torch.set_num_threads(2)
+    try:
+        sep = separator(repo)
+        assert (sep._lanes, torch.get_num_threads()) == (2, 1)
+        res = sep.analyze_batch([TrackContext(p) for p in make_tracks(dataset, (1.2, 0.9))])
+        assert all(not isinstance(r, BaseException) for r in res)
+        sep.teardown()
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_one_bad_track_fails_alone(repo: Path, dataset: Path) -> None:
@@ -253,9 +269,17 @@ def test_write_stems_is_all_or_nothing(tmp_path: Path) -> None:
 
 def test_params_hash_ignores_batch_device_and_repo(repo: Path) -> None:
     base = Separation().params_hash()
-    assert Separation(batch=8, device="cpu", repo=str(repo)).params_hash() == base
+    assert Separation(batch=8, device="cpu").params_hash() == base
+    moved = repo.parent / "moved-repo"
+    if not moved.exists():
+        shutil.copytree(repo, moved)
+    assert Separation(model="tiny", repo=str(moved), batch=2).params_hash() == \
+        Separation(model="tiny", repo=str(repo)).params_hash()  # where the weights are does not matter
     assert Separation(precision="bf16").params_hash() != base
     assert Separation(shifts=1).params_hash() != base
+    other = save_repo(repo.parent / "other-weights", "tiny", [tiny_htdemucs(seed=3)], sigs=["f00df00d"])
+    assert Separation(model="tiny", repo=str(other)).params_hash() != \
+        Separation(model="tiny", repo=str(repo)).params_hash()  # same name, other weights
     for bad in ({"precision": "int8"}, {"stem_format": "mp3"}, {"stem_bits": 20}, {"overlap": 1.0},
                 {"shifts": -1}, {"batch": 0}, {"segment": 0}):
         with pytest.raises(ConfigError):
@@ -289,8 +313,9 @@ def test_unavailable_reasons_say_how_to_get_weights(repo: Path, tmp_path: Path,
 
 
 def test_module_import_does_not_import_torch() -> None:
-    code = ("import sys, mirflow.analyzers as a; cls = a.get('separation'); cls().unavailable_reason(); "
-            "cls().params_hash(); assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys; from mirflow.analyzers.separation import Separation as S; "
+            "S().unavailable_reason(); S().params_hash(); S().output_files(__import__('pathlib').Path('.'), {}); "
+            "assert 'torch' not in sys.modules and 'demucs' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 

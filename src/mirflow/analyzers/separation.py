@@ -153,14 +153,15 @@ def _default_batch(device: str) -> int:
     """Segments per forward pass when the user did not say.
 
     CPU: 1 (measured on this project's 2-core machine: one pass over 4 segments was slower than 4
-    passes of one). CUDA: by memory, about one full-size htdemucs segment per 2.5 GiB, 4..32.
+    passes of one). CUDA: by memory, one full-size htdemucs segment per 4 GiB, 4..16 (a guess
+    not yet measured on a GPU; ``--sep-batch`` overrides it).
     """
     kind = device.split(":", 1)[0]
     if kind == "cuda":
         import torch
 
         total = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
-        return int(max(4, min(32, total // 2.5)))
+        return int(max(4, min(16, total // 4)))
     return _DEFAULT_BATCH.get(kind, 1)
 
 
@@ -398,6 +399,8 @@ class Separation(Analyzer):
     #: Threads that decode upcoming tracks and that encode/write finished stems.
     decode_threads = 2
     write_threads = 2
+    #: At most this many concurrent forward passes on the CPU (see :meth:`setup`).
+    max_cpu_lanes = 4
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -424,10 +427,13 @@ class Separation(Analyzer):
             raise ConfigError(f"segment must be > 0 seconds, got {p['segment']}")
         if p["batch"] is not None and p["batch"] < 1:
             raise ConfigError(f"batch must be >= 1, got {p['batch']}")
+        self._hashed: dict[str, Any] | None = None
         self._model: Any = None
         self._device = "cpu"
         self._precision = p["precision"]
         self._batch = 1
+        self._lanes = 1
+        self._saved_threads: int | None = None
         self._signature: str | None = None
         self._decoder: ThreadPoolExecutor | None = None
         self._writer: ThreadPoolExecutor | None = None
@@ -435,8 +441,15 @@ class Separation(Analyzer):
     # -- identity --------------------------------------------------------------------------------------
     def hashed_params(self) -> dict[str, Any]:
         """Everything but ``batch``, ``device`` and ``repo`` (where the weights are is not what they
-        are; the model's signature is recorded with the outputs)."""
-        return {k: v for k, v in self.params.items() if k not in ("batch", "device", "repo")}
+        are), plus the model's signature, so other weights under the same name make tracks due."""
+        if self._hashed is None:
+            hashed = {k: v for k, v in self.params.items() if k not in ("batch", "device", "repo")}
+            try:
+                hashed["signature"] = model_signature(self.params["model"], self._repo)
+            except OSError:
+                hashed["signature"] = None
+            self._hashed = hashed
+        return self._hashed
 
     @property
     def _repo(self) -> Path | None:
@@ -508,13 +521,22 @@ class Separation(Analyzer):
         self._model = model
         self._signature = model_signature(name, repo)
         self._batch = self.params["batch"] or _default_batch(self._device)
+        if self._device == "cpu":
+            # The executor decided how many threads this worker gets (torch's intra-op count). Use
+            # them as concurrent single-thread forward passes: HTDemucs is many small ops, and two
+            # 1-thread passes at once took ~40% less CPU time than one 2-thread pass here.
+            threads = torch.get_num_threads()
+            self._lanes = max(1, min(threads, self.max_cpu_lanes))
+            if self._lanes > 1:
+                self._saved_threads = threads
+                torch.set_num_threads(max(1, threads // self._lanes))
         self._decoder = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="mirflow-sep-decode")
         self._writer = ThreadPoolExecutor(self.write_threads, thread_name_prefix="mirflow-sep-write")
         where = self._device
         if self._device.startswith("cuda"):
             where += f" ({torch.cuda.get_device_name(torch.device(self._device))})"
         elif self._device == "cpu":
-            where += f" ({torch.get_num_threads()} torch threads)"
+            where += f" ({self._lanes} concurrent pass(es) x {torch.get_num_threads()} thread(s))"
         log.info("separation: %s loaded in %.1f s on %s, precision %s, %d segment(s) per forward pass",
                  name, time.perf_counter() - t0, where, self._precision, self._batch)
 
@@ -524,6 +546,11 @@ class Separation(Analyzer):
                 pool.shutdown(wait=True)
         self._decoder = self._writer = None
         self._model = None
+        if self._saved_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._saved_threads)
+            self._saved_threads = None
 
     @property
     def sources(self) -> list[str]:
@@ -569,7 +596,7 @@ class Separation(Analyzer):
             for i, est in separate_stream(
                     self._model, mixes(indices), batch_size=batch, shifts=self.params["shifts"],
                     overlap=self.params["overlap"], segment=self.params["segment"],
-                    device=self._device, precision=self._precision):
+                    device=self._device, precision=self._precision, lanes=self._lanes):
                 writes[i] = self._writer.submit(self._write, ctxs[i], est, *norms[i])
 
         try:
