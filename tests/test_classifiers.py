@@ -248,3 +248,11 @@ def test_essentia_backend_gives_the_onnx_scores(tmp_path):
             for key in KEYS:
                 assert abs(o[key] - e[key]) < 1e-4
                 np.testing.assert_allclose(o[f"{key}_series"], e[f"{key}_series"], atol=1e-4)
+
+
+def test_corrupt_model_file_fails_setup_with_a_verify_hint(tmp_path):
+    tm.install_single_stage(tmp_path, keys=("danceability",))
+    (tmp_path / "danceability-vggish-audioset-1.onnx").write_bytes(b"not a model")
+    a = clf.ClassifiersAnalyzer(models_dir=str(tmp_path))
+    with pytest.raises(ModelUnavailableError, match="mirflow models verify danceability-vggish-audioset-1"):
+        a.setup("cpu")

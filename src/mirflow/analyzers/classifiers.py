@@ -352,8 +352,11 @@ class ClassifiersAnalyzer(Analyzer):
             return None
         dirs = ", ".join(str(d) for d in models.search_dirs(self.params["models_dir"]))
         two_stage = ["audioset-vggish-3"] + [s.name for s in models.REGISTRY.values() if s.role == "head"]
-        return (f"no VGGish classifier model is usable (looked in {dirs}). Get them with "
-                f"`{models.download_command(two_stage)}`; " + "; ".join(res.missing.values()))
+        head = (f"no VGGish classifier model is usable (looked in {dirs}). Get them with "
+                f"`{models.download_command(two_stage)}`")
+        anything = any(models.find(n, k, self.params["models_dir"])
+                       for n in models.REGISTRY for k in ("pb", "onnx"))
+        return head + ("; " + "; ".join(res.missing.values()) if anything else "")
 
     # -- state --------------------------------------------------------------------------------
     def setup(self, device: str = "cpu") -> None:
@@ -370,13 +373,20 @@ class ClassifiersAnalyzer(Analyzer):
         for name, use in uses.items():
             if name in self.runners:
                 continue
-            if use.backend == "onnx":
-                if providers is None:
-                    providers = onnx_providers("cpu" if wanted == "cpu" else "gpu")
-                self.runners[name] = OnnxRunner(use, providers=providers,
-                                                intra_threads=intra_op_threads())
-            else:
-                self.runners[name] = EssentiaRunner(use)
+            try:
+                if use.backend == "onnx":
+                    if providers is None:
+                        providers = onnx_providers("cpu" if wanted == "cpu" else "gpu")
+                    self.runners[name] = OnnxRunner(use, providers=providers,
+                                                    intra_threads=intra_op_threads())
+                else:
+                    self.runners[name] = EssentiaRunner(use)
+            except ModelUnavailableError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - runtimes raise their own error types
+                raise ModelUnavailableError(
+                    f"cannot load {use.path} with {use.backend}: {exc}; check it with "
+                    f"`mirflow models verify {name}`") from exc
             self.sessions_created[name] = self.sessions_created.get(name, 0) + 1
         log.info("classifiers: %s", ", ".join(f"{k} <- {r.producer} ({r.model.backend})"
                                               for k, r in self.resolution().routes.items()))
