@@ -256,3 +256,16 @@ def test_corrupt_model_file_fails_setup_with_a_verify_hint(tmp_path):
     a = clf.ClassifiersAnalyzer(models_dir=str(tmp_path))
     with pytest.raises(ModelUnavailableError, match="mirflow models verify danceability-vggish-audioset-1"):
         a.setup("cpu")
+
+
+def test_fixed_batch_model_is_fed_padded_batches(tmp_path):
+    tm.install_single_stage(tmp_path, keys=("danceability",))
+    tm.build_onnx("classifier", tmp_path / "danceability-vggish-audioset-1.onnx", batch=4)
+    a = clf.ClassifiersAnalyzer(models_dir=str(tmp_path), batch=64, series=True)
+    a.setup("cpu")
+    runner = a.runners["danceability-vggish-audioset-1"]
+    assert runner.fixed_batch == 4
+    ctx = track(6.0, 3)  # 6 patches: calls of 4 + 4 (2 padded rows dropped)
+    out = a.analyze(ctx)
+    assert runner.calls == 2
+    np.testing.assert_allclose(out["danceability_series"], expected_single(ctx), atol=1e-5)

@@ -66,8 +66,10 @@ def reference(kind: str, x: np.ndarray, seed: int | None = None) -> np.ndarray:
 
 
 def build_onnx(kind: str, path: str | Path, *, seed: int | None = None,
-               input_name: str | None = None, output_name: str | None = None) -> Path:
-    """Write the tiny ``kind`` model as ONNX (opset 17) to ``path``."""
+               input_name: str | None = None, output_name: str | None = None,
+               batch: int | str = "N") -> Path:
+    """Write the tiny ``kind`` model as ONNX (opset 17) to ``path`` (``batch``: a fixed batch size,
+    or a symbolic name for a free one)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -94,8 +96,8 @@ def build_onnx(kind: str, path: str | Path, *, seed: int | None = None,
         nodes.append(helper.make_node("Softmax", ["z1"], [out], axis=-1))
     graph = helper.make_graph(
         nodes, f"tiny-{kind}",
-        [helper.make_tensor_value_info(inp, TensorProto.FLOAT, ["N", *dims])],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", width])], initializer=inits)
+        [helper.make_tensor_value_info(inp, TensorProto.FLOAT, [batch, *dims])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, width])], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -187,7 +187,7 @@ class OnnxRunner:
 
     backend = "onnx"
 
-    def __init__(self, use: ModelUse, *, providers: list[str], intra_threads: int) -> None:
+    def __init__(self, use: ModelUse, *, providers: list[Any], intra_threads: int) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -270,14 +270,23 @@ def run_batched(runner: OnnxRunner | EssentiaRunner, x: np.ndarray, batch: int) 
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
-def onnx_providers(device: str) -> list[str]:
-    """Execution providers for ``device`` (``cpu``, ``gpu``/``cuda``/``auto``) among those available."""
+def onnx_providers(device: str) -> list[str | tuple[str, dict[str, Any]]]:
+    """Execution providers for ``device`` among those available.
+
+    ``cpu``: the CPU provider only. ``auto``, ``gpu``, ``cuda``, ``cuda:N``, ``rocm:N``: the available
+    accelerator providers (CUDA, ROCm, MIGraphX, in that order; ``:N`` selects the device) and the
+    CPU provider as fallback.
+    """
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    chosen = [p for p in GPU_PROVIDERS if p in available]
+    _, _, index = device.partition(":")
+    chosen: list[str | tuple[str, dict[str, Any]]] = []
+    for p in GPU_PROVIDERS:
+        if p in available:
+            chosen.append((p, {"device_id": int(index)}) if index.isdigit() else p)
     return chosen + ["CPUExecutionProvider"]
 
 
@@ -376,7 +385,7 @@ class ClassifiersAnalyzer(Analyzer):
             try:
                 if use.backend == "onnx":
                     if providers is None:
-                        providers = onnx_providers("cpu" if wanted == "cpu" else "gpu")
+                        providers = onnx_providers(wanted)
                     self.runners[name] = OnnxRunner(use, providers=providers,
                                                     intra_threads=intra_op_threads())
                 else:
