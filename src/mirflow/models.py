@@ -363,12 +363,19 @@ def file_identity(path: Path) -> str:
     """
     entry = read_lock(path.parent).get(path.name)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError:
         return "missing"
-    if entry and entry.get("size") == size and entry.get("sha256"):
+    if entry and entry.get("size") == st.st_size and entry.get("sha256"):
         return str(entry["sha256"])[:12]
-    return sha256_file(path)[:12]
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _IDENTITY_CACHE:  # unrecorded files are hashed once per process
+        _IDENTITY_CACHE[key] = sha256_file(path)[:12]
+    return _IDENTITY_CACHE[key]
+
+
+#: (path, size, mtime_ns) -> SHA-256 prefix of model files absent from a lock file.
+_IDENTITY_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 # -- download ------------------------------------------------------------------------------------
