@@ -169,7 +169,8 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     workers = options.workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(pending)))
     batchable = any(a.batchable for n, a in analyzers.items() if n not in unavailable)
-    chunk = options.chunk or (4 if batchable else 1)
+    # batch across tracks only while every worker still gets several chunks (load balance)
+    chunk = options.chunk or (max(1, min(4, len(pending) // (2 * workers))) if batchable else 1)
     specs = [AnalyzerSpec(n, options.params.get(n, {})) for n in analyzers
              if n not in unavailable]
     executor = make_executor(options.executor, specs, workers=workers, device=options.device,
