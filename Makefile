@@ -12,6 +12,8 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest -q
+	@bash scripts/setup-tf.sh
+	.venv-tf/bin/python -m pytest -q tests/test_classifiers.py tests/test_models.py tests/test_vggish.py
 
 corpus:
 	bash ../shared/corpus/real-music.sh corpus/orchestral
