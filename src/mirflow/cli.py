@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from . import config as cfgmod
 from .errors import ConfigError, DatasetError, MirflowError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+STATUS_LIST_LIMIT = 50  # failures listed by `status` before it refers to --json
 
 console = Console(stderr=True)
 out = Console()
@@ -191,10 +193,14 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
     out.print(table)
     for name, reason in st.unavailable.items():
         out.print(f"[yellow]{name} unavailable:[/] {reason}")
-    for f in st.failures:
-        out.print(f"[red]failed[/] {f.track} [{f.analyzer}]: {f.error}")
-    for f in st.blocked:
-        out.print(f"[yellow]blocked[/] {f.track} [{f.analyzer}]: {f.error}")
+    for f in st.failures[:STATUS_LIST_LIMIT]:
+        out.print(f"[red]failed[/] {f.track} [{f.analyzer}]: {f.error}", highlight=False)
+    if len(st.failures) > STATUS_LIST_LIMIT:
+        out.print(f"... and {len(st.failures) - STATUS_LIST_LIMIT} more failures "
+                  "(`mirflow status --json` lists them all)")
+    reasons = Counter((f.analyzer, f.error) for f in st.blocked)
+    for (analyzer, reason), n in reasons.most_common():
+        out.print(f"[yellow]blocked[/] {n} track(s) [{analyzer}]: {reason}", highlight=False)
 
 
 @main.command()
