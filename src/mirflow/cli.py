@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -152,7 +153,7 @@ def _print_run_summary(summary: Any) -> None:
     for name, reason in summary.unavailable.items():
         console.print(f"[yellow]{name} unavailable:[/] {reason}")
     for f in summary.failures[:20]:
-        console.print(f"[red]failed[/] {f.track} [{f.analyzer}]: {f.error}")
+        console.print(f"[red]failed[/] {escape(f.track)} \\[{f.analyzer}]: {escape(f.error)}")
     if len(summary.failures) > 20:
         console.print(f"... and {len(summary.failures) - 20} more (see `mirflow status`)")
     for q in summary.quarantined:
@@ -194,13 +195,13 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
     for name, reason in st.unavailable.items():
         out.print(f"[yellow]{name} unavailable:[/] {reason}")
     for f in st.failures[:STATUS_LIST_LIMIT]:
-        out.print(f"[red]failed[/] {f.track} [{f.analyzer}]: {f.error}", highlight=False)
+        out.print(f"[red]failed[/] {escape(f.track)} \\[{f.analyzer}]: {escape(f.error)}", highlight=False)
     if len(st.failures) > STATUS_LIST_LIMIT:
         out.print(f"... and {len(st.failures) - STATUS_LIST_LIMIT} more failures "
                   "(`mirflow status --json` lists them all)")
     reasons = Counter((f.analyzer, f.error) for f in st.blocked)
     for (analyzer, reason), n in reasons.most_common():
-        out.print(f"[yellow]blocked[/] {n} track(s) [{analyzer}]: {reason}", highlight=False)
+        out.print(f"[yellow]blocked[/] {n} track(s) \\[{analyzer}]: {escape(reason)}", highlight=False)
 
 
 @main.command()
