@@ -88,6 +88,9 @@ def decode(path: str | os.PathLike[str]) -> Audio:
     return audio
 
 
+_DECODE_BLOCK = 1 << 16  # frames per soundfile read
+
+
 class _NotForSoundfile(Exception):
     """libsndfile could not read the file; try FFmpeg."""
 
@@ -96,10 +99,23 @@ def _decode_soundfile(path: Path) -> Audio:
     import soundfile as sf
 
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            sr, channels, expected = int(f.samplerate), int(f.channels), max(int(f.frames), 0)
+            # read blockwise straight into a channels-first array: no full-size transposed copy
+            out = np.empty((channels, expected), dtype=np.float32)
+            pos = 0
+            while True:
+                block = f.read(frames=_DECODE_BLOCK, dtype="float32", always_2d=True)
+                n = block.shape[0]
+                if n == 0:
+                    break
+                if pos + n > out.shape[1]:  # the header under-reported the length
+                    out = np.concatenate([out[:, :pos], np.empty((channels, pos + n), np.float32)], axis=1)
+                out[:, pos:pos + n] = block.T
+                pos += n
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise _NotForSoundfile(str(exc)) from exc
-    return Audio(np.ascontiguousarray(data.T), int(sr))
+    return Audio(np.ascontiguousarray(out[:, :pos]) if pos < out.shape[1] else out, sr)
 
 
 def _decode_pyav(path: Path) -> Audio:
