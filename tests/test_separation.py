@@ -376,3 +376,21 @@ def test_mirflow_run_separates_once_and_resumes(repo: Path, dataset: Path) -> No
     summary = json.loads(third.stdout)
     assert summary["analyzers"]["separation"]["done"] == 1
     assert (mixes[1].parent / "drums.flac").exists()
+
+
+def test_separation_then_per_stem_features_in_one_run(repo: Path, dataset: Path) -> None:
+    """The default local executor: stems are written, then per-stem features run on them, same run."""
+    mixes = make_tracks(dataset, (1.5, 1.0))
+    args = ["run", str(dataset), "--analyzers", "separation,stems,loudness", "--sep-repo", str(repo),
+            "--sep-model", "tiny", "--stem-analyzers", "loudness", "--workers", "2", "--json"]
+    summary = json.loads(mirflow(*args, check=True).stdout)
+    assert summary["analyzers"]["separation"]["done"] == 2 and summary["analyzers"]["stems"]["done"] == 2
+    for p in mixes:
+        data = sidecar(p.parent)
+        assert data["stems_analyzed"] == sorted(SOURCES)
+        assert all(f"{s}_lufs" in data and f"{s}_true_peak_dbtp" in data for s in SOURCES)
+    again = json.loads(mirflow(*args, check=True).stdout)
+    assert again["analyzers"]["stems"]["done"] == 0 and again["analyzers"]["separation"]["done"] == 0
+    # re-separating with other parameters rewrites the stems, which makes per-stem features due again
+    forced = json.loads(mirflow(*args, "--force", "separation", check=True).stdout)
+    assert forced["analyzers"]["stems"]["done"] == 2
