@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, MirflowError, ModelUnavailableError
+from .fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -326,20 +327,7 @@ def _update_lock(folder: Path, entries: dict[str, dict[str, Any]]) -> None:
         files = read_lock(folder)
         files.update(entries)
         blob = json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n"
-        _atomic_write_bytes(folder / LOCK_NAME, blob.encode())
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write_bytes(folder / LOCK_NAME, blob.encode())
 
 
 def _lock_entry(path: Path, *, url: str | None, source: str, sha: str | None = None) -> dict[str, Any]:

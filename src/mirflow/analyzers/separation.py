@@ -38,6 +38,7 @@ import numpy as np
 
 from ..audio import TrackContext
 from ..errors import AnalysisError, ConfigError, ModelUnavailableError
+from ..fsutil import fsync_dir
 from . import register
 from .base import Analyzer
 
@@ -272,19 +273,6 @@ def _expected_sources(name: str) -> tuple[str, ...]:
 
 # -- stem writing -------------------------------------------------------------------------------------
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems (and Windows) refuse fsync on folders; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
 def write_stems(track_dir: Path, stems: dict[str, np.ndarray], *, sr: int, fmt: str = "flac",
                 bits: int = 16) -> dict[str, Path]:
     """Write ``stems`` (``{name: (2, n) float32}``) as ``<track_dir>/<name>.<fmt>``, all or nothing.
@@ -313,7 +301,7 @@ def write_stems(track_dir: Path, stems: dict[str, np.ndarray], *, sr: int, fmt: 
             final = track_dir / f"{name}.{fmt}"
             os.replace(tmp, final)
             finals[name] = final
-        _fsync_dir(track_dir)
+        fsync_dir(track_dir)
         return finals
     except BaseException:
         for tmp in tmps.values():

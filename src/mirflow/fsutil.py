@@ -1,0 +1,43 @@
+"""Atomic file writes: outputs appear whole or not at all.
+
+Write to a temporary file in the destination's folder (so the rename cannot cross file systems),
+flush and fsync it, ``os.replace`` it over the destination, then fsync the folder so the rename
+itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .dataset import TMP_PREFIX
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder (makes a rename durable); a no-op where the file system refuses it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (and Windows) refuse fsync on folders; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically; on any error the old file is left as it was."""
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
