@@ -291,8 +291,6 @@ class TrackContext:
         return self.memo(("stft", sr, n_fft, hop_length),
                          lambda: stft_magnitude(self.mono(sr), n_fft=n_fft, hop_length=hop_length))
 
-        return self.memo(("stft", sr, n_fft, hop_length), compute)
-
     # -- stems --------------------------------------------------------------------------------
     def stem(self, name: str, path: Path) -> "TrackContext":
         """The context of stem ``name`` stored at ``path`` (created once, decoded lazily)."""

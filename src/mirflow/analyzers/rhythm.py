@@ -54,8 +54,8 @@ import numpy as np
 from ..audio import TrackContext
 from . import register
 from .base import Analyzer
-from .spectral import (SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR, active_frames,
-                       finite_or_none, power_projection, too_short_note)
+from .spectral import (SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR,
+                       finite_or_none, power_projection, unusable_note)
 
 #: Frames per second of the onset envelopes.
 FRAME_RATE = STFT_SR / STFT_HOP
@@ -252,14 +252,9 @@ class RhythmAnalyzer(Analyzer):
         import librosa
 
         out: dict[str, Any] = dict.fromkeys(self.outputs)
-        note = too_short_note(ctx)
+        note = unusable_note(ctx, silence_db=float(self.params["silence_db"]))
         if note:
-            out["_note"] = note
-            return out
-        silence_db = float(self.params["silence_db"])
-        if not active_frames(ctx, silence_db=silence_db).any():
-            out["_note"] = f"silent: no frame reaches {silence_db:g} dBFS"
-            return out
+            return {**out, "_note": note}
         full, low = onset_envelopes(ctx)
         duration = ctx.mono(STFT_SR).size / STFT_SR
         scaled = (full - full.min()) / max(float(np.ptp(full)), ONSET_MIN_RANGE_DB)

@@ -111,6 +111,14 @@ def too_short_note(ctx: TrackContext) -> str | None:
     return None
 
 
+def unusable_note(ctx: TrackContext, *, silence_db: float) -> str | None:
+    """Why the mix cannot give frame statistics (no sample at all, or every frame silent), else ``None``."""
+    note = too_short_note(ctx)
+    if note is None and not active_frames(ctx, silence_db=silence_db).any():
+        note = f"silent: no frame reaches {silence_db:g} dBFS"
+    return note
+
+
 def finite_or_none(value: float | np.floating) -> float | None:
     """``float(value)``, or ``None`` for NaN and infinities (JSON has neither)."""
     value = float(value)
@@ -228,14 +236,11 @@ class SpectralAnalyzer(Analyzer):
 
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
         out: dict[str, Any] = dict.fromkeys(self.outputs)
-        note = too_short_note(ctx)
+        silence_db = float(self.params["silence_db"])
+        note = unusable_note(ctx, silence_db=silence_db)
         if note:
-            out["_note"] = note
-            return out
-        mask = active_frames(ctx, silence_db=float(self.params["silence_db"]))
-        if not mask.any():
-            out["_note"] = f"silent: no frame reaches {self.params['silence_db']:g} dBFS"
-            return out
+            return {**out, "_note": note}
+        mask = active_frames(ctx, silence_db=silence_db)
         mag = shared_stft(ctx)
         active = np.flatnonzero(mask)
         per_frame = spectral_frames(mag[:, active[0]:active[-1] + 1],

@@ -36,7 +36,7 @@ from ..audio import TrackContext
 from . import register
 from .base import Analyzer
 from .spectral import (SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR, active_frames,
-                       finite_or_none, power_projection, shared_stft, too_short_note)
+                       finite_or_none, power_projection, shared_stft, unusable_note)
 
 #: Key names, index = pitch class (semitones above C).
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -134,15 +134,11 @@ class TonalAnalyzer(Analyzer):
 
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
         out: dict[str, Any] = dict.fromkeys(self.outputs)
-        note = too_short_note(ctx)
-        if note:
-            out["_note"] = note
-            return out
         silence_db = float(self.params["silence_db"])
+        note = unusable_note(ctx, silence_db=silence_db)
+        if note:
+            return {**out, "_note": note}
         mask = active_frames(ctx, silence_db=silence_db)
-        if not mask.any():
-            out["_note"] = f"silent: no frame reaches {silence_db:g} dBFS"
-            return out
         if ctx.mono(STFT_SR).size < STFT_N_FFT:
             out["_note"] = (f"too short for a key: {ctx.duration * 1000:.0f} ms, at least one "
                             f"{STFT_N_FFT / STFT_SR * 1000:.0f} ms frame needed")
