@@ -252,12 +252,17 @@ def list_analyzers() -> None:
     table = Table()
     for col in ("analyzer", "version", "device", "outputs", "available"):
         table.add_column(col)
+    reasons = {}
     for name in registry.available_names():
         cls = registry.get(name)
         reason = cls().unavailable_reason()
+        if reason:
+            reasons[name] = reason
         table.add_row(name, str(cls.version), cls.device, ", ".join(cls.outputs),
-                      "yes" if reason is None else f"no: {reason}")
+                      "yes" if reason is None else "no (see below)")
     out.print(table)
+    for name, reason in reasons.items():
+        out.print(f"[yellow]{name}[/]: {escape(reason)}")
 
 
 @main.command()

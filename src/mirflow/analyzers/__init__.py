@@ -27,13 +27,13 @@ _REGISTRY: dict[str, type[Analyzer]] = {}
 
 #: Modules holding the built-in analyzers, imported on first registry use.
 _BUILTIN_MODULES = (
+    "separation",
     "loudness",
     "spectral",
     "tonal",
     "rhythm",
-    "stems",
-    "separation",
     "classifiers",
+    "stems",
 )
 _loaded = False
 
