@@ -1,19 +1,14 @@
-# The two quick-start commands: `make demo` and `make test` (each sets up .venv first).
-.PHONY: setup demo test bench-cpu bench-separation bench-classifiers corpus
-
-VENV ?= .venv
-PYTHON := $(VENV)/bin/python
+# Shortcuts for ./run.sh (the README's two quick-start commands) and the benchmark corpus.
+.PHONY: setup demo test corpus
 
 setup:
 	@bash scripts/setup.sh
 
-demo: setup
-	$(VENV)/bin/mirflow demo mirflow-demo
+demo:
+	./run.sh demo
 
-test: setup
-	$(PYTHON) -m pytest -q
-	@bash scripts/setup-tf.sh
-	.venv-tf/bin/python -m pytest -q tests/test_classifiers.py tests/test_models.py tests/test_vggish.py
+test:
+	./run.sh test
 
 corpus:
 	bash ../shared/corpus/real-music.sh corpus/orchestral
