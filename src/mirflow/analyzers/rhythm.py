@@ -243,10 +243,12 @@ class RhythmAnalyzer(Analyzer):
     default_params = {"silence_db": SILENCE_DB}
 
     def setup(self, device: str = "cpu") -> None:
-        """Import librosa's beat and onset modules now: loading their numba code takes seconds
-        once per process, which belongs to worker start-up rather than to the first track."""
-        import librosa.beat  # noqa: F401
-        import librosa.onset  # noqa: F401
+        """Load librosa's beat and onset code and its numba functions now, once per process
+        (seconds of work that belong to worker start-up, not to the first track), compiling them
+        under a machine-wide lock so parallel workers never write the numba cache at once."""
+        from ..jit import warm_up, warm_up_context
+
+        warm_up(self.name, lambda: self.analyze(warm_up_context()))
 
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
         import librosa

@@ -128,9 +128,11 @@ class TonalAnalyzer(Analyzer):
                               f"known: {', '.join(KEY_PROFILES)}")
 
     def setup(self, device: str = "cpu") -> None:
-        """Import librosa's chroma and tuning code now (once per process, not on the first track)."""
-        import librosa.core.pitch  # noqa: F401
-        import librosa.feature  # noqa: F401
+        """Load librosa's chroma and tuning code and its numba functions now, once per process,
+        under the machine-wide warm-up lock (see :mod:`mirflow.jit`)."""
+        from ..jit import warm_up, warm_up_context
+
+        warm_up(self.name, lambda: self.analyze(warm_up_context()))
 
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
         out: dict[str, Any] = dict.fromkeys(self.outputs)
