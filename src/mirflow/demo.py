@@ -8,7 +8,7 @@ mirflow measured with what the tracks were built with.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,4 +91,4 @@ def _fmt(value: Any, pattern: str) -> str:
     return pattern.format(value) if isinstance(value, (int, float)) else "-"
 
 
-__all__ = ["DemoTruth", "make_demo_dataset", "run_demo", "asdict"]
+__all__ = ["DemoTruth", "make_demo_dataset", "run_demo"]

@@ -107,10 +107,13 @@ class RunSummary:
 ProgressFn = Callable[..., None]
 
 
-def build_analyzers(options: RunOptions) -> dict[str, Analyzer]:
-    """Instances (not set up) of the run's analyzers, in run order, with the configured params."""
+def build_analyzers(options: RunOptions) -> tuple[dict[str, Analyzer], dict[str, str]]:
+    """Instances (not set up) of the run's analyzers, in run order, with the configured params,
+    and ``{name: reason}`` for those that cannot run here (e.g. a missing model)."""
     order = registry.resolve_order(options.analyzers)
-    return {name: registry.get(name)(**options.params.get(name, {})) for name in order}
+    analyzers = {name: registry.get(name)(**options.params.get(name, {})) for name in order}
+    unavailable = {n: r for n, a in analyzers.items() if (r := a.unavailable_reason())}
+    return analyzers, unavailable
 
 
 class _StopFlag:
@@ -146,8 +149,7 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     started = time.perf_counter()
     root = Path(dataset)
     emit = progress or (lambda *a, **k: None)
-    analyzers = build_analyzers(options)
-    unavailable = {n: r for n, a in analyzers.items() if (r := a.unavailable_reason())}
+    analyzers, unavailable = build_analyzers(options)
     summary = RunSummary(dataset=str(root), analyzers=list(analyzers), unavailable=unavailable,
                          counts={n: Counter() for n in analyzers}, forced=bool(options.force))
     tracks = discover(root)
@@ -291,15 +293,7 @@ def _finish(fut: Future, leased: list[tuple[WorkUnit, Lease]], analyzers: dict[s
         emit("track", track=rel, failed=failed, failures=summary.failed)
 
 
-def remaining_due(dataset: str | os.PathLike[str], options: RunOptions) -> int:
-    """How many tracks still have something due (used by tests and ``status``)."""
-    analyzers = build_analyzers(options)
-    unavailable = {n: r for n, a in analyzers.items() if (r := a.unavailable_reason())}
-    return sum(any(d.due for d in decide(t, read_for_plan(t), analyzers, unavailable=unavailable)
-                   .values()) for t in discover(dataset))
-
-
-__all__ = ["RunOptions", "RunSummary", "run", "build_analyzers", "DUE"]
+__all__ = ["RunOptions", "RunSummary", "run", "status", "build_analyzers"]
 
 
 @dataclass
@@ -327,8 +321,7 @@ class DatasetStatus:
 def status(dataset: str | os.PathLike[str], options: RunOptions) -> DatasetStatus:
     """What a run with ``options`` would find: read-only, decodes nothing, takes no lease."""
     root = Path(dataset)
-    analyzers = build_analyzers(options)
-    unavailable = {n: r for n, a in analyzers.items() if (r := a.unavailable_reason())}
+    analyzers, unavailable = build_analyzers(options)
     counts = {n: Counter() for n in analyzers}
     failures: list[Failure] = []
     blocked: list[Failure] = []
