@@ -39,24 +39,21 @@ class StemFeatures(Analyzer):
         bad = [n for n in names if n in ("stems", "separation")]
         if bad:
             raise ConfigError(f"stems.analyzers cannot include {', '.join(bad)}")
-        self._classes = {n: get(n) for n in names}
-        self._subs: dict[str, Analyzer] = {}
+        self._subs: dict[str, Analyzer] = {n: get(n)() for n in names}  # set up in setup()
 
     def hashed_params(self) -> dict[str, Any]:
-        return {n: [cls.version, cls().params_hash()] for n, cls in self._classes.items()}
+        return {n: [sub.version, sub.params_hash()] for n, sub in self._subs.items()}
 
     def unavailable_reason(self) -> str | None:
-        for n, cls in self._classes.items():
-            reason = cls().unavailable_reason()
+        for n, sub in self._subs.items():
+            reason = sub.unavailable_reason()
             if reason:
                 return f"per-stem analyzer {n} is unavailable: {reason}"
         return None
 
     def setup(self, device: str = "cpu") -> None:
-        for n, cls in self._classes.items():
-            sub = cls()
+        for sub in self._subs.values():
             sub.setup(device)
-            self._subs[n] = sub
 
     def teardown(self) -> None:
         for sub in self._subs.values():
