@@ -117,7 +117,7 @@ def stage_build(models_dir: Path) -> None:
 
 
 def stage_convert(models_dir: Path) -> None:
-    from mirflow import models
+    from mirflow.models import registry as models
 
     for name in SINGLE + [EMBEDDING] + HEADS:
         if not (models_dir / f"{name}.onnx").exists():
@@ -161,9 +161,9 @@ def stage_mirflow(models_dir: Path, tracks: list[Path], variant: str, batch: int
     import shutil
     import tempfile
 
-    from mirflow import vggish
+    from mirflow.models import vggish
     from mirflow.analyzers.classifiers import ClassifiersAnalyzer
-    from mirflow.audio import TrackContext
+    from mirflow.core.audio import TrackContext
 
     # one folder per variant so that "auto" picks exactly the form under test
     names = SINGLE if variant.startswith("c") else [EMBEDDING] + HEADS
@@ -201,7 +201,7 @@ def stage_frontend(tracks: list[Path]) -> dict:
     import essentia.standard as es
     import numpy as np
 
-    from mirflow import vggish
+    from mirflow.models import vggish
 
     essentia.log.infoActive = False
     out = {}

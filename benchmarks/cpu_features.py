@@ -368,7 +368,7 @@ def build_long_track(sources: list[Path], seconds: float, dest: Path) -> Path:
     import numpy as np
     import soundfile as sf
 
-    from mirflow.audio import decode, resample, to_stereo
+    from mirflow.core.audio import decode, resample, to_stereo
 
     need = int(round(seconds * 44100))
     parts, have = [], 0
@@ -402,7 +402,7 @@ def stages(path: Path, style_a: bool = True) -> None:
     from mirflow.analyzers.rhythm import RhythmAnalyzer
     from mirflow.analyzers.spectral import SpectralAnalyzer, shared_stft
     from mirflow.analyzers.tonal import TonalAnalyzer
-    from mirflow.audio import TrackContext
+    from mirflow.core.audio import TrackContext
 
     print(f"# imports (librosa, librosa.beat/onset: numba compiles at import): "
           f"{time.process_time() - t0:.2f} s CPU, peak RSS {_rss_mib():.0f} MiB")

@@ -47,8 +47,8 @@ import numpy as np
 
 from mirflow.analyzers import get
 from mirflow.analyzers import loudness as loudness_module
-from mirflow.audio import TrackContext, decode
-from mirflow.dataset import discover
+from mirflow.core.audio import TrackContext, decode
+from mirflow.core.dataset import discover
 
 TARGETS = {"I": 0.3, "LRA": 1.0, "TP": 0.5}
 

@@ -74,7 +74,7 @@ def full_size_repo(folder: Path, seed: int = 0) -> Path:
 
 
 def make_clips(corpus: Path, out: Path, n: int, seconds: float) -> list[Path]:
-    from mirflow.audio import decode
+    from mirflow.core.audio import decode
 
     clips = []
     for src in sorted(corpus.glob("*/full_mix.*")):
@@ -143,7 +143,7 @@ def run_model_once(clips: list[Path], repo: Path, device: str, precision: str) -
     from demucs.apply import apply_model
     from demucs.pretrained import get_model
 
-    from mirflow.audio import decode, resample, to_stereo
+    from mirflow.core.audio import decode, resample, to_stereo
 
     t0 = time.perf_counter()
     model = get_model(MODEL_NAME, repo=repo).to(device).eval()
@@ -169,7 +169,7 @@ def run_mirflow(clips: list[Path], repo: Path, device: str, precision: str,
                 batch: int | None) -> tuple[float, float, str]:
     """(c): the separation analyzer over all clips. Returns (setup s, separation s, precision used)."""
     from mirflow.analyzers.separation import Separation
-    from mirflow.audio import TrackContext
+    from mirflow.core.audio import TrackContext
 
     sep = Separation(model=MODEL_NAME, repo=str(repo), precision=precision, batch=batch,
                      device=device)

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from conftest import sine, write_track
-from mirflow.audio import TrackContext, decode, resample, to_stereo
-from mirflow.errors import DecodeError
+from mirflow.core.audio import TrackContext, decode, resample, to_stereo
+from mirflow.core.errors import DecodeError
 
 
 def write_m4a(path: Path, samples: np.ndarray, sr: int) -> None:
@@ -139,7 +139,7 @@ def test_blockwise_stft_matches_librosa(n: int) -> None:
 
     import librosa
 
-    from mirflow.audio import stft_magnitude
+    from mirflow.core.audio import stft_magnitude
 
     y = np.random.default_rng(n).standard_normal(n).astype(np.float32)
     ours = stft_magnitude(y, block_frames=7)

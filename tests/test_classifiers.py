@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from mirflow import models, vggish
+from mirflow.models import registry as models, vggish
 from mirflow.analyzers import classifiers as clf
-from mirflow.audio import TrackContext
-from mirflow.errors import DecodeError, ModelUnavailableError
+from mirflow.core.audio import TrackContext
+from mirflow.core.errors import DecodeError, ModelUnavailableError
 
 import tiny_models as tm
 
@@ -55,8 +55,8 @@ def _isolated(tmp_path, monkeypatch):
 
 
 def test_importing_mirflow_loads_no_inference_runtime():
-    code = ("import sys, mirflow, mirflow.models, mirflow.vggish, mirflow.analyzers.classifiers, "
-            "mirflow.cli_models\n"
+    code = ("import sys, mirflow, mirflow.models.registry, mirflow.models.vggish, mirflow.analyzers.classifiers, "
+            "mirflow.cli.models\n"
             "a = mirflow.analyzers.classifiers.ClassifiersAnalyzer(models_dir='/nonexistent')\n"
             "a.unavailable_reason(); a.hashed_params()\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('onnxruntime', 'essentia', 'tensorflow', 'onnx')]\n"
@@ -223,7 +223,7 @@ def test_params_hash_tracks_model_files_not_batch_or_device(tmp_path):
 
 
 def test_bad_params_are_config_errors():
-    from mirflow.errors import ConfigError
+    from mirflow.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         clf.ClassifiersAnalyzer(backend="tensorflow")

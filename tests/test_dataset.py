@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import mirflow, sine, write_track
-from mirflow.dataset import discover, organize, stem_files
-from mirflow.errors import DatasetError
+from mirflow.core.dataset import discover, organize, stem_files
+from mirflow.core.errors import DatasetError
 
 
 def test_discovery_nested_hidden_tmp_and_symlink_loops(dataset: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import mirflow, sidecar
-from mirflow.demo import make_demo_dataset
+from mirflow.cli.demo import make_demo_dataset
 
 
 def test_demo_command_end_to_end(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from filelock import Timeout
 
-from mirflow import jit
+from mirflow.core import jit
 
 
 def test_warm_up_waits_for_the_lock_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ import scipy.signal
 
 from mirflow.analyzers import available_names, get
 from mirflow.analyzers import loudness as L
-from mirflow.audio import TrackContext
+from mirflow.core.audio import TrackContext
 
 
 def sine(seconds: float, *, dbfs: float, sr: int = 48000, freq: float = 1000.0, channels: int = 2,

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mirflow import models
-from mirflow.cli_models import models as models_cli
-from mirflow.errors import ConfigError
+from mirflow.models import registry as models
+from mirflow.cli.models import models as models_cli
+from mirflow.core.errors import ConfigError
 
 import tiny_models as tm
 
@@ -283,7 +283,7 @@ def test_convert_pb_to_onnx_agrees_with_the_pb_model(tmp_path):
 
 
 def test_convert_without_pb_or_tf2onnx_says_what_to_do(tmp_path, monkeypatch):
-    from mirflow.errors import ModelUnavailableError
+    from mirflow.core.errors import ModelUnavailableError
 
     with pytest.raises(ModelUnavailableError, match="mirflow models download gender-vggish-audioset-1"):
         models.convert("gender-vggish-audioset-1", models_dir=tmp_path)

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 from conftest import sine, write_track
 from mirflow.analyzers.base import Analyzer
-from mirflow.dataset import discover
-from mirflow.plan import decide, source_fingerprint
+from mirflow.core.dataset import discover
+from mirflow.run.plan import decide, source_fingerprint
 
 
 class A(Analyzer):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import probe_calls, sidecar
-from mirflow.runner import RunOptions, run
+from mirflow.run.coordinator import RunOptions, run
 
 pytest.importorskip("ray")
 

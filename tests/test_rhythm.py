@@ -10,8 +10,8 @@ import pytest
 
 from mirflow.analyzers import get
 from mirflow.analyzers.rhythm import FRAME_RATE, RhythmAnalyzer, refine_tempo
-from mirflow.audio import TrackContext
-from mirflow.synth import beat_times, synth_song
+from mirflow.core.audio import TrackContext
+from mirflow.core.synth import beat_times, synth_song
 
 SR = 22050
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import probe_calls, sidecar, sine, write_track
-from mirflow.runner import RunOptions, run, status
+from mirflow.run.coordinator import RunOptions, run, status
 
 
 def opts(**kw) -> RunOptions:

@@ -26,8 +26,8 @@ from tiny_demucs import SOURCES, clip, save_repo, tiny_htdemucs  # noqa: E402
 
 from mirflow.analyzers import separation as sepmod  # noqa: E402
 from mirflow.analyzers.separation import Separation, stem_complete, write_stems  # noqa: E402
-from mirflow.audio import TrackContext  # noqa: E402
-from mirflow.errors import ConfigError, DecodeError  # noqa: E402
+from mirflow.core.audio import TrackContext  # noqa: E402
+from mirflow.core.errors import ConfigError, DecodeError  # noqa: E402
 
 SR = 44100
 
@@ -78,7 +78,7 @@ def separator(repo: Path, **params) -> Separation:
 def test_batched_engine_equals_apply_model() -> None:
     from demucs.apply import apply_model
 
-    from mirflow.demucs_batch import separate_stream
+    from mirflow.models.demucs_batch import separate_stream
 
     model = tiny_htdemucs()
     mixes = [torch.from_numpy(clip(s, seed=i)) for i, s in enumerate([2.3, 0.4, 3.0])]
@@ -97,7 +97,7 @@ def test_batched_engine_equals_apply_model_for_bag_with_shifts(monkeypatch: pyte
     import demucs.apply
     from demucs.apply import BagOfModels, apply_model
 
-    from mirflow.demucs_batch import separate_stream
+    from mirflow.models.demucs_batch import separate_stream
 
     bag = BagOfModels([tiny_htdemucs(seed=0), tiny_htdemucs(seed=1)],
                       weights=[[1.0, 0.5, 1.0, 1.0], [0.3, 1.0, 1.0, 1.0]])
@@ -211,7 +211,7 @@ def test_failed_write_leaves_no_partial_stems(repo: Path, dataset: Path,
 
 def test_interrupt_leaves_only_complete_stems(repo: Path, dataset: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import mirflow.demucs_batch as batch_mod
+    import mirflow.models.demucs_batch as batch_mod
 
     mixes = make_tracks(dataset, (1.0, 1.0, 1.0))
     real = batch_mod.separate_stream

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mirflow.sidecar import AnalyzerResult, SidecarCorrupt, merge, read, to_jsonable, write_atomic
+from mirflow.core.sidecar import AnalyzerResult, SidecarCorrupt, merge, read, to_jsonable, write_atomic
 
 
 def test_write_atomic_leaves_no_temporaries_and_fails_cleanly(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from mirflow.analyzers.rhythm import RhythmAnalyzer
 from mirflow.analyzers.spectral import (SpectralAnalyzer, active_frames, spectral_frames,
                                         zero_crossing_frames)
 from mirflow.analyzers.tonal import TonalAnalyzer
-from mirflow.audio import TrackContext
-from mirflow.synth import synth_song
+from mirflow.core.audio import TrackContext
+from mirflow.core.synth import synth_song
 
 SR = 22050
 

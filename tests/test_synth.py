@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mirflow.synth import beat_times, pitch_class, synth_chords, synth_song, synth_song_stems
+from mirflow.core.synth import beat_times, pitch_class, synth_chords, synth_song, synth_song_stems
 
 
 def test_shapes_dtype_and_length():

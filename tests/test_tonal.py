@@ -10,9 +10,9 @@ import pytest
 from mirflow.analyzers import get
 from mirflow.analyzers.tonal import (KEY_PROFILES, PITCH_CLASSES, TonalAnalyzer, chromagram,
                                      estimate_key)
-from mirflow.audio import TrackContext
-from mirflow.errors import ConfigError
-from mirflow.synth import synth_chords, synth_song
+from mirflow.core.audio import TrackContext
+from mirflow.core.errors import ConfigError
+from mirflow.core.synth import synth_chords, synth_song
 
 SR = 22050
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mirflow import vggish
-from mirflow.audio import TrackContext
+from mirflow.models import vggish
+from mirflow.core.audio import TrackContext
 
 SR = vggish.SAMPLE_RATE
 

@@ -166,7 +166,7 @@ def install(models_dir: Path, name: str, kind: str, *, formats: tuple[str, ...] 
 def install_single_stage(models_dir: Path, *, formats: tuple[str, ...] = ("onnx",),
                          keys: tuple[str, ...] | None = None) -> None:
     """Install every single-stage classifier of the registry (or those for ``keys``) as tiny models."""
-    from mirflow import models
+    from mirflow.models import registry as models
 
     for spec in models.REGISTRY.values():
         if spec.role == "classifier" and (keys is None or spec.key in keys):
@@ -176,7 +176,7 @@ def install_single_stage(models_dir: Path, *, formats: tuple[str, ...] = ("onnx"
 def install_two_stage(models_dir: Path, *, formats: tuple[str, ...] = ("onnx",),
                       keys: tuple[str, ...] | None = None) -> None:
     """Install the embedding model and every head of the registry (or those for ``keys``)."""
-    from mirflow import models
+    from mirflow.models import registry as models
 
     install(models_dir, "audioset-vggish-3", "embedding", formats=formats)
     for spec in models.REGISTRY.values():

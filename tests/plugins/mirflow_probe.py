@@ -15,7 +15,7 @@ import numpy as np
 
 from mirflow.analyzers import register
 from mirflow.analyzers.base import Analyzer
-from mirflow.errors import AnalysisError
+from mirflow.core.errors import AnalysisError
 
 
 def _log(line: str) -> None:

@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 
 import logging
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import Analyzer
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ a ``name`` and ``version``, the ``device`` it prefers, the analyzers it ``requir
 ``params`` (hashed into the sidecar record, so a change makes it due again), ``setup()`` for heavy
 state created once per worker, and ``analyze(ctx)`` returning flat feature keys for one track.
 
-Analyzers depend on :mod:`mirflow.audio` and :mod:`mirflow.models` only, never on executors or the
+Analyzers depend on :mod:`mirflow.core.audio` and :mod:`mirflow.models` only, never on executors or the
 CLI, so the same analyzer runs unchanged under every executor.
 """
 
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..audio import TrackContext
+from ..core.audio import TrackContext
 
 
 class Analyzer:
@@ -57,7 +57,7 @@ class Analyzer:
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.default_params)
         if unknown:
-            from ..errors import ConfigError
+            from ..core.errors import ConfigError
 
             raise ConfigError(
                 f"analyzer {self.name!r} has no parameter(s) {sorted(unknown)}; "

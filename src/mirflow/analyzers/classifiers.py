@@ -4,7 +4,7 @@ One analyzer, ``classifiers``, runs every installed VGGish-family model of the r
 (:mod:`mirflow.models`) on one shared front end:
 
 - the VGGish log-mel patches are computed **once per track** (:func:`mirflow.vggish.track_patches`,
-  memoised in the :class:`~mirflow.audio.TrackContext`) and fed to every model;
+  memoised in the :class:`~mirflow.core.audio.TrackContext`) and fed to every model;
 - in the two-stage form (``audioset-vggish-3`` embeddings + small heads), the embedding model runs
   once per track and every head reads its output; it is preferred over the single-stage
   classifiers whenever both are installed;
@@ -34,9 +34,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import models, vggish
-from ..audio import TrackContext
-from ..errors import ConfigError, ModelUnavailableError
+from ..models import registry as models
+from ..models import vggish
+from ..core.audio import TrackContext
+from ..core.errors import ConfigError, ModelUnavailableError
 from . import register
 from .base import Analyzer
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import sosfilt
 
-from ..audio import TrackContext
+from ..core.audio import TrackContext
 from . import register
 from .base import Analyzer
 

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import TrackContext
+from ..core.audio import TrackContext
 from . import register
 from .base import Analyzer
 from .spectral import (SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR,
@@ -246,7 +246,7 @@ class RhythmAnalyzer(Analyzer):
         """Load librosa's beat and onset code and its numba functions now, once per process
         (seconds of work that belong to worker start-up, not to the first track), compiling them
         under a machine-wide lock so parallel workers never write the numba cache at once."""
-        from ..jit import warm_up, warm_up_context
+        from ..core.jit import warm_up, warm_up_context
 
         warm_up(self.name, lambda: self.analyze(warm_up_context()))
 

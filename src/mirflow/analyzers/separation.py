@@ -36,15 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import TrackContext
-from ..errors import AnalysisError, ConfigError, ModelUnavailableError
-from ..fsutil import fsync_dir
+from ..core.audio import TrackContext
+from ..core.errors import AnalysisError, ConfigError, ModelUnavailableError
+from ..core.fsutil import fsync_dir
 from . import register
 from .base import Analyzer
 
 log = logging.getLogger(__name__)
 
-#: Prefix of temporary files (must equal ``mirflow.dataset.TMP_PREFIX``: the engine deletes stale ones).
+#: Prefix of temporary files (must equal ``mirflow.core.dataset.TMP_PREFIX``: the engine deletes stale ones).
 TMP_PREFIX = ".mirflow-tmp-"
 
 STANDARD_SOURCES = ("drums", "bass", "other", "vocals")
@@ -562,7 +562,7 @@ class Separation(Analyzer):
             raise AnalysisError("separation.setup() was not called")
         import torch
 
-        from ..demucs_batch import separate_stream
+        from ..models.demucs_batch import separate_stream
 
         sr = int(self._model.samplerate)
         results: list[dict[str, Any] | BaseException | None] = [None] * len(ctxs)

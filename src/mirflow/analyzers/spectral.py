@@ -1,6 +1,6 @@
 """Spectral shape descriptors of the mix, from the shared STFT.
 
-Every value comes from the one magnitude STFT that :class:`~mirflow.audio.TrackContext` memoises for
+Every value comes from the one magnitude STFT that :class:`~mirflow.core.audio.TrackContext` memoises for
 the mono 22.05 kHz view (``n_fft=2048``, ``hop_length=512``, Hann window, centred frames: 93 ms
 frames every 23.2 ms); the tonal and rhythm analyzers reuse the same matrix, and the helpers below
 (:func:`power_projection`, :func:`frame_levels_db`, :func:`active_frames`) memoise what they derive
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import TrackContext
+from ..core.audio import TrackContext
 from . import register
 from .base import Analyzer
 

@@ -16,9 +16,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..audio import TrackContext
-from ..dataset import stem_files
-from ..errors import Blocked, ConfigError, MirflowError
+from ..core.audio import TrackContext
+from ..core.dataset import stem_files
+from ..core.errors import Blocked, ConfigError, MirflowError
 from . import get, register
 from .base import Analyzer
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import TrackContext
+from ..core.audio import TrackContext
 from . import register
 from .base import Analyzer
 from .spectral import (SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR, active_frames,
@@ -122,7 +122,7 @@ class TonalAnalyzer(Analyzer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         if self.params["profile"] not in KEY_PROFILES:
-            from ..errors import ConfigError
+            from ..core.errors import ConfigError
 
             raise ConfigError(f"tonal: unknown key profile {self.params['profile']!r}; "
                               f"known: {', '.join(KEY_PROFILES)}")
@@ -130,7 +130,7 @@ class TonalAnalyzer(Analyzer):
     def setup(self, device: str = "cpu") -> None:
         """Load librosa's chroma and tuning code and its numba functions now, once per process,
         under the machine-wide warm-up lock (see :mod:`mirflow.jit`)."""
-        from ..jit import warm_up, warm_up_context
+        from ..core.jit import warm_up, warm_up_context
 
         warm_up(self.name, lambda: self.analyze(warm_up_context()))
 

@@ -2,7 +2,7 @@
 
 Every executor offers the same small interface (:class:`Executor`): ``submit`` a chunk of work
 units and get a :class:`concurrent.futures.Future` of their results, ``capacity`` chunks in flight
-at once, and ``shutdown``. The coordinator (:mod:`mirflow.runner`) holds the track leases and writes
+at once, and ``shutdown``. The coordinator (:mod:`mirflow.run.coordinator`) holds the track leases and writes
 the sidecars, so an executor only computes.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Protocol
 
-from ..engine import AnalyzerSpec, WorkUnit
-from ..errors import ConfigError
-from ..sidecar import AnalyzerResult
+from ..run.worker import AnalyzerSpec, WorkUnit
+from ..core.errors import ConfigError
+from ..core.sidecar import AnalyzerResult
 
 EXECUTORS = ("serial", "local", "ray")
 

@@ -22,8 +22,8 @@ import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from ..engine import AnalyzerSpec, WorkUnit, Worker
-from ..sidecar import AnalyzerResult
+from ..run.worker import AnalyzerSpec, WorkUnit, Worker
+from ..core.sidecar import AnalyzerResult
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The Ray executor: the same analyzers as Ray actors, on an existing Ray cluster.
 
-Each actor owns one :class:`~mirflow.engine.Worker` (analyzers set up once per actor) and processes
+Each actor owns one :class:`~mirflow.run.worker.Worker` (analyzers set up once per actor) and processes
 work units sent by the coordinator, which keeps holding the track leases and writing the sidecars.
 Actors get ``num_gpus=1`` when a GPU analyzer is in the run and ``--device`` asks for or allows a GPU
 and the cluster has one; CPU actors are pinned to one thread each, like the local executor.
@@ -16,9 +16,9 @@ import logging
 from concurrent.futures import Future
 from typing import Any
 
-from ..engine import AnalyzerSpec, WorkUnit, Worker
-from ..errors import ConfigError
-from ..sidecar import AnalyzerResult
+from ..run.worker import AnalyzerSpec, WorkUnit, Worker
+from ..core.errors import ConfigError
+from ..core.sidecar import AnalyzerResult
 from .local import THREAD_ENV_VARS
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
-from ..engine import AnalyzerSpec, WorkUnit, Worker
-from ..sidecar import AnalyzerResult
+from ..run.worker import AnalyzerSpec, WorkUnit, Worker
+from ..core.sidecar import AnalyzerResult
 
 
 class SerialExecutor:

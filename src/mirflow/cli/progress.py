@@ -25,7 +25,7 @@ class _RateColumn(ProgressColumn):
 
 
 class RunProgress:
-    """Context manager; pass :meth:`callback` to :func:`mirflow.runner.run`."""
+    """Context manager; pass :meth:`callback` to :func:`mirflow.run.coordinator.run`."""
 
     def __init__(self, console: Console, *, enabled: bool = True) -> None:
         self.console = console

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, MirflowError, ModelUnavailableError
-from .fsutil import atomic_write_bytes
+from ..core.errors import ConfigError, MirflowError, ModelUnavailableError
+from ..core.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -194,7 +194,7 @@ def patches(signal: np.ndarray, *, patch_hop: int = PATCH_HOP) -> np.ndarray:
 
 
 def track_patches(ctx, *, patch_hop: int = PATCH_HOP) -> np.ndarray:  # noqa: ANN001 - TrackContext
-    """The VGGish patches of a :class:`~mirflow.audio.TrackContext`, computed once per track.
+    """The VGGish patches of a :class:`~mirflow.core.audio.TrackContext`, computed once per track.
 
     Memoised in the context under ``("vggish-patches", patch_hop)``, so every VGGish model of the
     track (and every analyzer) shares one front end.

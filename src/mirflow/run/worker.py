@@ -3,8 +3,8 @@
 A :class:`Worker` owns analyzer instances for the whole life of a worker process (or of the run,
 in the serial executor): each analyzer's ``setup()`` runs once, on first use, never per track.
 :meth:`Worker.process` takes a chunk of tracks, decodes each once into a
-:class:`~mirflow.audio.TrackContext`, runs the due analyzers in dependency order (batching across
-the chunk for analyzers that batch) and returns one :class:`~mirflow.sidecar.AnalyzerResult` per
+:class:`~mirflow.core.audio.TrackContext`, runs the due analyzers in dependency order (batching across
+the chunk for analyzers that batch) and returns one :class:`~mirflow.core.sidecar.AnalyzerResult` per
 (track, analyzer). Workers never write sidecars: the process holding the track lease does.
 """
 
@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import analyzers as registry
-from .analyzers.base import Analyzer
-from .audio import TrackContext
-from .dataset import Track
-from .errors import Blocked, DecodeError, MirflowError
-from .sidecar import AnalyzerResult
+from .. import analyzers as registry
+from ..analyzers.base import Analyzer
+from ..core.audio import TrackContext
+from ..core.dataset import Track
+from ..core.errors import Blocked, DecodeError, MirflowError
+from ..core.sidecar import AnalyzerResult
 
 log = logging.getLogger(__name__)
 

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import analyzers as registry
-from .analyzers.base import Analyzer
-from .dataset import Track, discover
-from .engine import AnalyzerSpec, WorkUnit, describe
-from .executors import make_executor
-from .locks import Lease, try_lease
+from .. import analyzers as registry
+from ..analyzers.base import Analyzer
+from ..core.dataset import Track, discover
+from .worker import AnalyzerSpec, WorkUnit, describe
+from ..executors import make_executor
+from ..core.locks import Lease, try_lease
 from .plan import BLOCKED, DONE, DUE, FAILED, UNAVAILABLE, decide, read_for_plan, source_fingerprint
-from .sidecar import AnalyzerResult, merge
+from ..core.sidecar import AnalyzerResult, merge
 
 log = logging.getLogger(__name__)
 

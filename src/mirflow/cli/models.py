@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from . import models as registry
-from .errors import ConfigError, MirflowError, ModelUnavailableError
+from ..models import registry
+from ..core.errors import ConfigError, MirflowError, ModelUnavailableError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
-from . import config as cfgmod
-from .errors import ConfigError, DatasetError, MirflowError
+from .. import __version__
+from ..core import config as cfgmod
+from ..core.errors import ConfigError, DatasetError, MirflowError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATUS_LIST_LIMIT = 50  # failures listed by `status` before it refers to --json
@@ -116,7 +116,7 @@ def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str
         **param_flags: Any) -> None:
     """Analyse every track of DATASET that has something due (resumable, safe to run twice)."""
     from .progress import RunProgress
-    from .runner import run as run_dataset
+    from ..run.coordinator import run as run_dataset
 
     try:
         options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
@@ -174,7 +174,7 @@ def _print_run_summary(summary: Any) -> None:
 def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tuple[str, ...],
            as_json: bool) -> None:
     """Per analyzer: tracks done / due / failed / blocked / unavailable, and why tracks failed."""
-    from .runner import status as dataset_status
+    from ..run.coordinator import status as dataset_status
 
     try:
         options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
@@ -210,7 +210,7 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
               help="FILE.parquet or FILE.csv")
 def export(dataset: Path, output: Path) -> None:
     """Write all sidecars of DATASET as one table (one row per track)."""
-    from .export import export as export_table
+    from ..results.export import export as export_table
 
     try:
         n = export_table(dataset, output)
@@ -228,7 +228,7 @@ def export(dataset: Path, output: Path) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def organize(src: Path, dest: Path, mode: str, dry_run: bool, as_json: bool) -> None:
     """Turn loose audio files under SRC into track folders under DEST (DEST/<name>/full_mix.<ext>)."""
-    from .dataset import organize as organize_files
+    from ..core.dataset import organize as organize_files
 
     try:
         actions = organize_files(src, dest, mode=mode, dry_run=dry_run)
@@ -247,7 +247,7 @@ def organize(src: Path, dest: Path, mode: str, dry_run: bool, as_json: bool) -> 
 @main.command(name="analyzers")
 def list_analyzers() -> None:
     """List the registered analyzers, their outputs and whether they can run here."""
-    from . import analyzers as registry
+    from .. import analyzers as registry
 
     table = Table()
     for col in ("analyzer", "version", "device", "outputs", "available"):
@@ -298,7 +298,7 @@ def demo(dest: Path | None, tracks: int, seconds: float, workers: int) -> None:
 
 def _mount_optional_groups() -> None:
     try:
-        from .cli_models import models
+        from .models import models
     except ImportError:  # the classifier module is not part of this build
         return
     main.add_command(models)

@@ -25,9 +25,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import analyzers as registry
+from .. import analyzers as registry
 from .errors import ConfigError
-from .runner import RunOptions
+from ..run.coordinator import RunOptions
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runner import ProgressFn, RunOptions, RunSummary, run
-from .sidecar import SidecarError, read
+from ..run.coordinator import ProgressFn, RunOptions, RunSummary, run
+from ..core.sidecar import SidecarError, read
 
 # (bpm, key, scale, integrated loudness in LUFS)
 _DEMO_SONGS = [
@@ -39,7 +39,7 @@ def make_demo_dataset(dest: str | os.PathLike[str], *, tracks: int = 6, seconds:
     """Write ``tracks`` synthetic songs under ``dest`` (existing demo tracks are kept as they are)."""
     import soundfile as sf
 
-    from .synth import PITCH_CLASSES, pitch_class, synth_song_stems
+    from ..core.synth import PITCH_CLASSES, pitch_class, synth_song_stems
 
     root = Path(dest)
     truths = []
@@ -65,7 +65,7 @@ def run_demo(dest: str | os.PathLike[str], truths: list[DemoTruth], *, workers: 
              analyzers: list[str] | None = None,
              progress: ProgressFn | None = None) -> tuple[RunSummary, list[dict[str, Any]]]:
     """Analyse the demo dataset and compare the results with the known answers."""
-    from . import analyzers as registry
+    from .. import analyzers as registry
 
     names = analyzers or registry.available_names()
     summary = run(dest, RunOptions(analyzers=names, workers=workers), progress=progress)

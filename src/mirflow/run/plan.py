@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .analyzers.base import Analyzer
-from .dataset import Track
-from .sidecar import SidecarError, read, records
+from ..analyzers.base import Analyzer
+from ..core.dataset import Track
+from ..core.sidecar import SidecarError, read, records
 
 #: States a pair can be in after planning.
 DUE, DONE, FAILED, BLOCKED, UNAVAILABLE = "due", "done", "failed", "blocked", "unavailable"

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .dataset import discover
-from .errors import ConfigError
-from .sidecar import RESERVED, SidecarError, read, records
+from ..core.dataset import discover
+from ..core.errors import ConfigError
+from ..core.sidecar import RESERVED, SidecarError, read, records
 
 log = logging.getLogger(__name__)
 

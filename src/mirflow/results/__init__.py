@@ -1,0 +1,1 @@
+"""Working with results: tables built from the sidecars of a dataset."""
