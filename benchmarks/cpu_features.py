@@ -400,7 +400,8 @@ def stages(path: Path, style_a: bool = True) -> None:
 
     from mirflow.analyzers.loudness import Loudness
     from mirflow.analyzers.rhythm import RhythmAnalyzer
-    from mirflow.analyzers.spectral import SpectralAnalyzer, shared_stft
+    from mirflow.analyzers.spectral import SpectralAnalyzer
+    from mirflow.core.stft import shared_stft
     from mirflow.analyzers.tonal import TonalAnalyzer
     from mirflow.core.audio import TrackContext
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import probe_calls, sidecar
-from mirflow.run.coordinator import RunOptions, run
+from mirflow.core.config import RunOptions
+from mirflow.run.coordinator import run
 
 
 def test_gpu_lane_feeds_the_cpu_lane(small_dataset: Path, probe_log: Path,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import probe_calls, sidecar, sine, write_track
-from mirflow.run.coordinator import RunOptions, run, status
+from mirflow.core.config import RunOptions
+from mirflow.run.coordinator import run, status
 
 
 def opts(**kw) -> RunOptions:

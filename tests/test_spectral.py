@@ -12,8 +12,8 @@ import soundfile as sf
 
 from mirflow.analyzers import get
 from mirflow.analyzers.rhythm import RhythmAnalyzer
-from mirflow.analyzers.spectral import (SpectralAnalyzer, active_frames, spectral_frames,
-                                        zero_crossing_frames)
+from mirflow.analyzers.spectral import SpectralAnalyzer, spectral_frames, zero_crossing_frames
+from mirflow.core.stft import active_frames
 from mirflow.analyzers.tonal import TonalAnalyzer
 from mirflow.core.audio import TrackContext
 from mirflow.core.synth import synth_song

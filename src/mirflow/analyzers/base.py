@@ -16,7 +16,35 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
 from ..core.audio import TrackContext
+from ..core.errors import ConfigError
+
+
+class AnalyzerParams(BaseModel):
+    """Base of every analyzer's declared parameters: typed, range-checked, no unknown keys.
+
+    Validation is strict (no silent coercion: ``"abc"`` or ``true`` for a number is an error), so a
+    value from ``--set``, ``mirflow.toml`` or the Python API is either exactly what was meant or
+    rejected before any work starts. Integers are accepted where floats are declared.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _describe_validation(analyzer: str, raw: dict[str, Any], exc: ValidationError) -> str:
+    """One line per problem: ``spectral.rolloff_percent = 1.5: Input should be less than 1``."""
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        key = str(err["loc"][0]) if err["loc"] else ""
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{analyzer}.{loc}: no such parameter")
+            continue
+        value = raw.get(key, err.get("input"))
+        problems.append(f"{analyzer}.{loc} = {value!r}: {err['msg']}")
+    return "; ".join(problems)
 
 
 class Analyzer:
@@ -41,8 +69,9 @@ class Analyzer:
     batchable : bool
         True when ``analyze_batch`` does real cross-track batching (executors then hand it
         several tracks at once).
-    default_params : dict
-        Parameter defaults; user configuration overrides them.
+    Params : type[AnalyzerParams]
+        The declared parameters (types, ranges, choices, defaults); user configuration overrides
+        the defaults and is validated against it when the analyzer is built.
     """
 
     name: ClassVar[str] = ""
@@ -52,17 +81,31 @@ class Analyzer:
     after: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
     batchable: ClassVar[bool] = False
-    default_params: ClassVar[dict[str, Any]] = {}
+    Params: ClassVar[type[AnalyzerParams]] = AnalyzerParams
 
     def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.default_params)
-        if unknown:
-            from ..core.errors import ConfigError
+        try:
+            validated = self.Params.model_validate(params)
+        except ValidationError as exc:
+            known = ", ".join(self.Params.model_fields) or "none"
+            raise ConfigError(f"{_describe_validation(self.name, params, exc)} "
+                              f"(parameters of {self.name}: {known})") from None
+        #: The validated parameters as plain values (defaults filled in).
+        self.params: dict[str, Any] = validated.model_dump()
 
-            raise ConfigError(
-                f"analyzer {self.name!r} has no parameter(s) {sorted(unknown)}; "
-                f"known: {sorted(self.default_params) or 'none'}")
-        self.params: dict[str, Any] = {**self.default_params, **params}
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        legacy = cls.__dict__.get("default_params")
+        if isinstance(legacy, dict) and "Params" not in cls.__dict__:
+            # plugins written before parameters were declared models: a model typed by the defaults
+            fields = {k: (Any if v is None else type(v), v) for k, v in legacy.items()}
+            cls.Params = create_model(f"{cls.__name__}Params", __base__=AnalyzerParams,
+                                      **fields)  # type: ignore[call-overload]
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The declared default of every parameter."""
+        return cls.Params().model_dump()
 
     # -- identity ------------------------------------------------------------------------------
     def params_hash(self) -> str:

@@ -30,7 +30,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -39,7 +39,9 @@ from ..models import vggish
 from ..core.audio import TrackContext
 from ..core.errors import ConfigError, ModelUnavailableError
 from . import register
-from .base import Analyzer
+from pydantic import Field
+
+from .base import Analyzer, AnalyzerParams
 
 log = logging.getLogger(__name__)
 
@@ -324,16 +326,17 @@ class ClassifiersAnalyzer(Analyzer):
     device = "gpu"
     batchable = True
     outputs: ClassVar[tuple[str, ...]] = tuple(models.classifier_keys())
-    default_params: ClassVar[dict[str, Any]] = {
-        "backend": "auto", "batch": 64, "series": False, "models_dir": None, "device": "auto"}
+
+    class Params(AnalyzerParams):
+        backend: Literal[BACKENDS] = Field(  # type: ignore[valid-type]
+            "auto", description="runtime: onnx, essentia, or auto (ONNX where an .onnx exists)")
+        batch: int = Field(64, ge=1, description="VGGish patches per inference call")
+        series: bool = Field(False, description="also store the per-patch values as <key>_series")
+        models_dir: str | None = Field(None, description="folder searched first for model files")
+        device: str = Field("auto", description="overrides the run's device for the classifiers")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        if self.params["backend"] not in BACKENDS:
-            raise ConfigError(f"classifier backend must be one of {', '.join(BACKENDS)}, "
-                              f"not {self.params['backend']!r}")
-        if int(self.params["batch"]) < 1:
-            raise ConfigError("classifier batch must be at least 1 patch")
         self._resolution: Resolution | None = None
         self.runners: dict[str, OnnxRunner | EssentiaRunner] = {}
         self.sessions_created: dict[str, int] = {}

@@ -53,9 +53,11 @@ import numpy as np
 
 from ..core.audio import TrackContext
 from . import register
-from .base import Analyzer
-from .spectral import (SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR,
-                       finite_or_none, power_projection, unusable_note)
+from pydantic import Field
+
+from .base import Analyzer, AnalyzerParams
+from ..core.stft import (SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR,
+                         finite_or_none, power_projection, unusable_note)
 
 #: Frames per second of the onset envelopes.
 FRAME_RATE = STFT_SR / STFT_HOP
@@ -240,7 +242,8 @@ class RhythmAnalyzer(Analyzer):
     version = 1
     outputs = ("bpm", "bpm_confidence", "beats", "beat_count", "onset_count", "onset_rate",
                "onset_strength_mean")
-    default_params = {"silence_db": SILENCE_DB}
+    class Params(AnalyzerParams):
+        silence_db: float = Field(SILENCE_DB, le=0.0, description="frames quieter than this (dBFS) count as silent")
 
     def setup(self, device: str = "cpu") -> None:
         """Load librosa's beat and onset code and its numba functions now, once per process

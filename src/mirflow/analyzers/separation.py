@@ -32,7 +32,7 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,7 +40,9 @@ from ..core.audio import TrackContext
 from ..core.errors import AnalysisError, ConfigError, ModelUnavailableError
 from ..core.fsutil import fsync_dir
 from . import register
-from .base import Analyzer
+from pydantic import Field
+
+from .base import Analyzer, AnalyzerParams
 
 log = logging.getLogger(__name__)
 
@@ -379,10 +381,18 @@ class Separation(Analyzer):
     batchable = True
     outputs = ("stems", "separation_model", "separation_signature", "separation_shifts",
                "separation_precision", "separation_sr", "separation_frames", "separation_clipped")
-    default_params = {
-        "model": "htdemucs", "repo": None, "shifts": 0, "overlap": 0.25, "segment": None,
-        "precision": "fp32", "batch": None, "stem_format": "flac", "stem_bits": 16, "device": "auto",
-    }
+
+    class Params(AnalyzerParams):
+        model: str = Field("htdemucs", min_length=1, description="Demucs model name or signature")
+        repo: str | None = Field(None, description="local folder holding the model files")
+        shifts: int = Field(0, ge=0, le=20, description="random shifts averaged (0: deterministic)")
+        overlap: float = Field(0.25, ge=0.0, lt=1.0, description="overlap of model segments")
+        segment: float | None = Field(None, gt=0.0, description="segment length in seconds")
+        precision: Literal[PRECISIONS] = Field("fp32", description="compute precision")  # type: ignore[valid-type]
+        batch: int | None = Field(None, ge=1, description="segments per forward pass")
+        stem_format: Literal[tuple(STEM_FORMATS)] = Field("flac", description="stem file format")  # type: ignore[valid-type]
+        stem_bits: Literal[tuple(STEM_BITS)] = Field(16, description="stem PCM bit depth")  # type: ignore[valid-type]
+        device: str = Field("auto", description="overrides the run's device for separation")
 
     #: Threads that decode upcoming tracks and that encode/write finished stems.
     decode_threads = 2
@@ -393,28 +403,6 @@ class Separation(Analyzer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         p = self.params
-        if p["precision"] not in PRECISIONS:
-            raise ConfigError(f"separation precision must be one of {', '.join(PRECISIONS)}, got {p['precision']!r}")
-        if p["stem_format"] not in STEM_FORMATS:
-            raise ConfigError(f"stem format must be flac or wav, got {p['stem_format']!r}")
-        try:
-            p["stem_bits"] = int(p["stem_bits"])
-            p["shifts"] = int(p["shifts"])
-            p["overlap"] = float(p["overlap"])
-            p["segment"] = None if p["segment"] is None else float(p["segment"])
-            p["batch"] = None if p["batch"] is None else int(p["batch"])
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"bad separation parameter: {exc}") from None
-        if p["stem_bits"] not in STEM_BITS:
-            raise ConfigError(f"stem bits must be 16 or 24, got {p['stem_bits']}")
-        if p["shifts"] < 0:
-            raise ConfigError(f"shifts must be >= 0, got {p['shifts']}")
-        if not 0.0 <= p["overlap"] < 1.0:
-            raise ConfigError(f"overlap must be in [0, 1), got {p['overlap']}")
-        if p["segment"] is not None and p["segment"] <= 0:
-            raise ConfigError(f"segment must be > 0 seconds, got {p['segment']}")
-        if p["batch"] is not None and p["batch"] < 1:
-            raise ConfigError(f"batch must be >= 1, got {p['batch']}")
         self._hashed: dict[str, Any] | None = None
         self._model: Any = None
         self._device = "cpu"

@@ -2,9 +2,8 @@
 
 Every value comes from the one magnitude STFT that :class:`~mirflow.core.audio.TrackContext` memoises for
 the mono 22.05 kHz view (``n_fft=2048``, ``hop_length=512``, Hann window, centred frames: 93 ms
-frames every 23.2 ms); the tonal and rhythm analyzers reuse the same matrix, and the helpers below
-(:func:`power_projection`, :func:`frame_levels_db`, :func:`active_frames`) memoise what they derive
-from it so that no analyzer recomputes it.
+frames every 23.2 ms; see :mod:`mirflow.core.stft`); the tonal and rhythm analyzers reuse the same
+matrix.
 
 Features (each reported as ``<name>_mean`` and ``<name>_std``: mean and population standard deviation
 over the non-silent frames)
@@ -40,89 +39,16 @@ MiB whatever the track length; the results match librosa's functions on the same
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from ..core.audio import TrackContext
+from ..core.stft import (BLOCK, SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR, active_frames, finite_or_none,
+                         shared_stft, unusable_note)
 from . import register
-from .base import Analyzer
-
-#: The shared STFT of the mono view: sample rate (Hz), FFT size and hop (samples).
-STFT_SR = 22050
-STFT_N_FFT = 2048
-STFT_HOP = 512
-#: Default silence threshold for frames, dBFS (RMS of the Hann-windowed frame).
-SILENCE_DB = -60.0
-
-_BLOCK = 256  # frames per vectorised block (a 1 MiB float32 block stays in cache)
-
-
-# -- helpers shared by the spectral, tonal and rhythm analyzers -----------------------------------
-def shared_stft(ctx: TrackContext) -> np.ndarray:
-    """The shared magnitude STFT ``(1025, frames)`` float32 of the mono 22.05 kHz view."""
-    return ctx.stft(sr=STFT_SR, n_fft=STFT_N_FFT, hop_length=STFT_HOP)
-
-
-def power_projection(ctx: TrackContext, basis: np.ndarray, *, key: str) -> np.ndarray:
-    """``basis @ shared_stft(ctx) ** 2`` ``(rows, frames)`` float32, memoised under ``key``.
-
-    ``basis`` is ``(rows, 1025)``: a mel or chroma filter bank, or energy weights. The power
-    spectrogram is squared block by block and never stored whole, which saves a copy the size of
-    the STFT (about 100 MiB for a 10-minute track).
-    """
-    def compute() -> np.ndarray:
-        mag = shared_stft(ctx)
-        weights = np.ascontiguousarray(basis, dtype=np.float32)
-        out = np.empty((weights.shape[0], mag.shape[1]), dtype=np.float32)
-        for start in range(0, mag.shape[1], 4 * _BLOCK):
-            block = np.square(mag[:, start:start + 4 * _BLOCK])
-            out[:, start:start + block.shape[1]] = weights @ block
-        return out
-
-    return ctx.memo((key, STFT_SR, STFT_N_FFT, STFT_HOP), compute)
-
-
-def frame_levels_db(ctx: TrackContext) -> np.ndarray:
-    """RMS level of each STFT frame in dBFS ``(frames,)`` float64, floored at -200 dBFS.
-
-    Same value as ``librosa.feature.rms(S=shared_stft(ctx))`` in dB: Parseval on the one-sided
-    spectrum, i.e. the RMS of the Hann-windowed frame.
-    """
-    def compute() -> np.ndarray:
-        weights = np.full((1, STFT_N_FFT // 2 + 1), 2.0 / STFT_N_FFT**2)
-        weights[0, [0, -1]] *= 0.5     # DC and Nyquist bins appear once in the full spectrum
-        energy = power_projection(ctx, weights, key="frame-energy")[0].astype(np.float64)
-        return 10.0 * np.log10(np.maximum(energy, 1e-20))
-
-    return ctx.memo(("frame-levels-db", STFT_SR, STFT_N_FFT, STFT_HOP), compute)
-
-
-def active_frames(ctx: TrackContext, *, silence_db: float = SILENCE_DB) -> np.ndarray:
-    """Boolean mask ``(frames,)`` of the STFT frames whose RMS level is at least ``silence_db`` dBFS."""
-    return frame_levels_db(ctx) >= silence_db
-
-
-def too_short_note(ctx: TrackContext) -> str | None:
-    """A reason when the mono 22.05 kHz view holds no sample at all, else ``None``."""
-    if ctx.mono(STFT_SR).size == 0:
-        return f"audio too short: {ctx.audio.frames} sample(s) at {ctx.sr} Hz"
-    return None
-
-
-def unusable_note(ctx: TrackContext, *, silence_db: float) -> str | None:
-    """Why the mix cannot give frame statistics (no sample at all, or every frame silent), else ``None``."""
-    note = too_short_note(ctx)
-    if note is None and not active_frames(ctx, silence_db=silence_db).any():
-        note = f"silent: no frame reaches {silence_db:g} dBFS"
-    return note
-
-
-def finite_or_none(value: float | np.floating) -> float | None:
-    """``float(value)``, or ``None`` for NaN and infinities (JSON has neither)."""
-    value = float(value)
-    return value if math.isfinite(value) else None
+from .base import Analyzer, AnalyzerParams
 
 
 # -- the features ----------------------------------------------------------------------------------
@@ -146,8 +72,8 @@ def spectral_frames(mag: np.ndarray, *, sr: int = STFT_SR, roll_percent: float =
     out = {k: np.zeros(frames) for k in ("centroid", "bandwidth", "rolloff", "flatness", "flux")}
     group = 32
     prev_unit: np.ndarray | None = None
-    for start in range(0, frames, _BLOCK):
-        block = np.ascontiguousarray(mag[:, start:start + _BLOCK], dtype=np.float32)
+    for start in range(0, frames, BLOCK):
+        block = np.ascontiguousarray(mag[:, start:start + BLOCK], dtype=np.float32)
         cols = block.shape[1]
         sl = slice(start, start + cols)
         total = block.sum(axis=0, dtype=np.float64)
@@ -232,7 +158,9 @@ class SpectralAnalyzer(Analyzer):
     name = "spectral"
     version = 1
     outputs = tuple(f"{f}_{stat}" for f in _FEATURES for stat in ("mean", "std"))
-    default_params = {"silence_db": SILENCE_DB, "rolloff_percent": 0.85}
+    class Params(AnalyzerParams):
+        silence_db: float = Field(SILENCE_DB, le=0.0, description="frames quieter than this (dBFS) are left out")
+        rolloff_percent: float = Field(0.85, gt=0.0, lt=1.0, description="fraction of magnitude below the rolloff frequency")
 
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
         out: dict[str, Any] = dict.fromkeys(self.outputs)

@@ -20,7 +20,9 @@ from ..core.audio import TrackContext
 from ..core.dataset import stem_files
 from ..core.errors import Blocked, ConfigError, MirflowError
 from . import get, register
-from .base import Analyzer
+from pydantic import Field
+
+from .base import Analyzer, AnalyzerParams
 
 
 @register
@@ -31,7 +33,10 @@ class StemFeatures(Analyzer):
     version: ClassVar[int] = 1
     after: ClassVar[tuple[str, ...]] = ("separation",)
     outputs: ClassVar[tuple[str, ...]] = ("<stem>_<feature>",)
-    default_params: ClassVar[dict[str, Any]] = {"analyzers": ["loudness", "spectral"]}
+
+    class Params(AnalyzerParams):
+        analyzers: list[str] = Field(["loudness", "spectral"],
+                                     description="analyzers run on every stem")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

@@ -28,15 +28,17 @@ Silent audio, and audio shorter than one STFT frame (2048 samples at 22.05 kHz, 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ..core.audio import TrackContext
 from . import register
-from .base import Analyzer
-from .spectral import (SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR, active_frames,
-                       finite_or_none, power_projection, shared_stft, unusable_note)
+from pydantic import Field
+
+from .base import Analyzer, AnalyzerParams
+from ..core.stft import (SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR, active_frames,
+                         finite_or_none, power_projection, shared_stft, unusable_note)
 
 #: Key names, index = pitch class (semitones above C).
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -117,15 +119,11 @@ class TonalAnalyzer(Analyzer):
     name = "tonal"
     version = 1
     outputs = ("chroma_mean", "key", "scale", "key_strength")
-    default_params = {"silence_db": SILENCE_DB, "profile": "kostka-payne", "tuning_frames": 1000}
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        if self.params["profile"] not in KEY_PROFILES:
-            from ..core.errors import ConfigError
-
-            raise ConfigError(f"tonal: unknown key profile {self.params['profile']!r}; "
-                              f"known: {', '.join(KEY_PROFILES)}")
+    class Params(AnalyzerParams):
+        silence_db: float = Field(SILENCE_DB, le=0.0, description="frames quieter than this (dBFS) are left out")
+        profile: Literal[tuple(KEY_PROFILES)] = Field(  # type: ignore[valid-type]
+            "kostka-payne", description="key profile correlated with the mean chroma")
+        tuning_frames: int = Field(1000, ge=1, description="frames used to estimate the tuning")
 
     def setup(self, device: str = "cpu") -> None:
         """Load librosa's chroma and tuning code and its numba functions now, once per process,

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..core import config as cfgmod
+from ..run.options import build_options
 from ..core.errors import ConfigError, DatasetError, MirflowError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -77,7 +78,7 @@ def _collect_params(kwargs: dict[str, Any], sets: tuple[str, ...]) -> dict[str, 
 
 def _options(dataset: Path, config: Path | None, **kw: Any):
     cfg = cfgmod.load(cfgmod.find_config(dataset, config))
-    return cfgmod.build_options(cfg, **kw)
+    return build_options(cfg, **kw)
 
 
 _dataset_arg = click.argument("dataset", type=click.Path(path_type=Path, file_okay=False, exists=True))

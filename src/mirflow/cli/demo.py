@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..run.coordinator import ProgressFn, RunOptions, RunSummary, run
+from ..core.config import RunOptions
+from ..run.coordinator import ProgressFn, RunSummary, run
 from ..core.sidecar import SidecarError, read
 
 # (bpm, key, scale, integrated loudness in LUFS)

@@ -13,21 +13,20 @@ Example ``mirflow.toml`` (looked up as ``--config FILE``, else ``DATASET/mirflow
     model = "htdemucs"
     precision = "bf16"
 
-Unknown keys, unknown analyzers, unknown analyzer parameters and wrongly typed values are errors
-with a message naming the offending key.
+Unknown keys and wrongly typed values are errors with a message naming the offending key; the
+analyzer names and parameters are checked against the registry by :mod:`mirflow.run.options`.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .. import analyzers as registry
 from .errors import ConfigError
-from ..run.coordinator import RunOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +34,22 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_NAME = "mirflow.toml"
+
+
+@dataclass
+class RunOptions:
+    """Everything a run needs besides the dataset path (built and validated by
+    :func:`mirflow.run.options.build_options` from ``mirflow.toml`` and command-line overrides)."""
+
+    analyzers: list[str]
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    executor: str = "local"
+    workers: int = 0  # 0 = number of cores
+    device: str = "auto"
+    force: frozenset[str] = frozenset()
+    retry_failed: bool = False
+    chunk: int = 0  # tracks per work unit; 0 = automatic
+    ray_address: str | None = None
 
 
 class RunSection(BaseModel):
@@ -86,14 +101,7 @@ def validate(raw: dict[str, Any], *, source: str = "configuration") -> Config:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from None
-    for name in cfg.analyzers:
-        registry.get(name)  # unknown analyzer -> ConfigError
     return cfg
-
-
-def default_analyzers() -> list[str]:
-    """Every registered analyzer, in registration order."""
-    return registry.available_names()
 
 
 def parse_names(text: str | None) -> list[str] | None:
@@ -101,43 +109,6 @@ def parse_names(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return [n.strip() for n in text.split(",") if n.strip()]
-
-
-def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: int | None = None,
-                  executor: str | None = None, device: str | None = None,
-                  force: list[str] | None = None, retry_failed: bool = False,
-                  chunk: int | None = None, ray_address: str | None = None,
-                  params: dict[str, dict[str, Any]] | None = None) -> RunOptions:
-    """Merge the file configuration with command-line overrides (which win) into run options.
-
-    Analyzer parameters are checked by constructing each analyzer once, so a typo fails here,
-    before any work starts.
-    """
-    names = analyzers or cfg.run.analyzers or default_analyzers()
-    for n in names:
-        registry.get(n)
-    merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in cfg.analyzers.items()}
-    for name, values in (params or {}).items():
-        registry.get(name)
-        merged.setdefault(name, {}).update(values)
-    order = registry.resolve_order(names)
-    for name in order:
-        registry.get(name)(**merged.get(name, {}))
-    forced = set(force or [])
-    if "all" in forced:
-        forced = set(order)
-    unknown = forced - set(order)
-    if unknown:
-        raise ConfigError(f"--force names analyzers not in this run: {', '.join(sorted(unknown))}")
-    run = cfg.run
-    chosen_executor = executor or run.executor
-    if chosen_executor not in ("serial", "local", "ray"):
-        raise ConfigError(f"unknown executor {chosen_executor!r} (serial, local or ray)")
-    return RunOptions(analyzers=names, params={k: v for k, v in merged.items() if k in order},
-                      executor=chosen_executor, workers=run.workers if workers is None else workers,
-                      device=device or run.device, force=frozenset(forced),
-                      retry_failed=retry_failed, chunk=run.chunk if chunk is None else chunk,
-                      ray_address=ray_address or run.ray_address)
 
 
 def parse_set(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:

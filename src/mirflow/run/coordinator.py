@@ -28,6 +28,7 @@ from typing import Any
 
 from .. import analyzers as registry
 from ..analyzers.base import Analyzer
+from ..core.config import RunOptions
 from ..core.dataset import Track, discover
 from .worker import AnalyzerSpec, WorkUnit, describe
 from ..executors import make_executor
@@ -38,21 +39,6 @@ from ..core.sidecar import AnalyzerResult, merge
 log = logging.getLogger(__name__)
 
 COUNT_NAMES = ("done", "skipped", "locked", "failed", "blocked", "unavailable", "previously_failed")
-
-
-@dataclass
-class RunOptions:
-    """Everything a run needs besides the dataset path (built by :mod:`mirflow.config`)."""
-
-    analyzers: list[str]
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    executor: str = "local"
-    workers: int = 0  # 0 = number of cores
-    device: str = "auto"
-    force: frozenset[str] = frozenset()
-    retry_failed: bool = False
-    chunk: int = 0  # tracks per work unit; 0 = automatic
-    ray_address: str | None = None
 
 
 @dataclass
@@ -293,7 +279,7 @@ def _finish(fut: Future, leased: list[tuple[WorkUnit, Lease]], analyzers: dict[s
         emit("track", track=rel, failed=failed, failures=summary.failed)
 
 
-__all__ = ["RunOptions", "RunSummary", "run", "status", "build_analyzers"]
+__all__ = ["RunSummary", "run", "status", "build_analyzers"]
 
 
 @dataclass
