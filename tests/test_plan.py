@@ -43,11 +43,13 @@ def test_decisions(dataset: Path) -> None:
     assert d["a"].reason == "parameters changed" and d["b"].reason == "a is due"
     # missing output file
     missing = {"_mirflow": {"source": src, "a": _rec(a, files=["drums.flac"]), "b": _rec(b)}}
-    assert decide(track, missing, ans)["a"].reason == "outputs missing or incomplete"
+    assert decide(track, missing, ans)["a"].reason == "outputs missing: drums.flac"
+    (track.dir / "drums.flac").write_bytes(b"")  # present: the default check then passes
+    assert decide(track, missing, ans)["a"].state == "done"
     # failure: terminal unless retried
     failed = {"_mirflow": {"source": src, "a": {**_rec(a), "status": "error", "error": "E: x"}, "b": _rec(b)}}
     assert decide(track, failed, ans)["a"].state == "failed"
-    assert decide(track, failed, ans, retry_failed=True)["a"].reason == "retry"
+    assert decide(track, failed, ans, retry_failed=True)["a"].reason == "failed before, retried"
     assert decide(track, done, ans, force=frozenset({"b"}))["b"].reason == "forced"
     # unavailable analyzers are never due, but done work stays done
     assert decide(track, {}, ans, unavailable={"a": "no model"})["a"].state == "unavailable"
@@ -55,3 +57,32 @@ def test_decisions(dataset: Path) -> None:
     # changed source
     stale = {"_mirflow": {"source": {"size": 1, "mtime_ns": 1}, "a": _rec(a), "b": _rec(b)}}
     assert decide(track, stale, ans)["a"].reason == "source changed"
+
+
+def test_parameter_change_names_the_parameter(dataset: Path) -> None:
+    """With the readable ``parameters`` beside the hash, the reason says what changed."""
+    write_track(dataset, "t", sine())
+    track = discover(dataset)[0]
+    a = A()
+    src = source_fingerprint(track)
+    rec = {**_rec(a), "parameters": {"x": 1}}
+    d = decide(track, {"_mirflow": {"source": src, "a": rec}}, {"a": A(x=3)})
+    assert d["a"].reason == "parameter changed: x 1 -> 3"
+    # older records without readable parameters still say that parameters changed
+    d = decide(track, {"_mirflow": {"source": src, "a": _rec(a)}}, {"a": A(x=3)})
+    assert d["a"].reason == "parameters changed"
+
+
+def test_truncated_output_is_incomplete(dataset: Path) -> None:
+    class C(A):
+        name: ClassVar[str] = "c"
+
+        def outputs_valid(self, track_dir: Path, record: dict) -> bool:
+            return False  # e.g. a stem shorter than recorded
+
+    write_track(dataset, "t", sine())
+    track = discover(dataset)[0]
+    c = C()
+    (track.dir / "drums.flac").write_bytes(b"")
+    data = {"_mirflow": {"source": source_fingerprint(track), "c": _rec(c, files=["drums.flac"])}}
+    assert decide(track, data, {"c": c})["c"].reason == "outputs incomplete (truncated or unreadable)"

@@ -3,11 +3,14 @@
 A pair is due when it has no record, the source file changed, the analyzer's version or params
 changed, its output files are missing or incomplete, its extra inputs changed (e.g. new stems), an
 analyzer it comes after is due, the user forces it, or (with ``retry_failed``) it failed before.
+The reason is kept in words a user can act on (``parameter changed: shifts 0 -> 1``,
+``outputs missing: drums.flac``); ``mirflow plan`` and ``mirflow status`` show them.
 Planning reads only sidecars and file metadata: it decodes nothing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -88,17 +91,54 @@ def _due_reason(track: Track, analyzer: Analyzer, rec: Any, *, force: bool, sour
     if rec.get("version") != analyzer.version:
         return f"version {rec.get('version')} -> {analyzer.version}"
     if rec.get("params") != analyzer.params_hash():
-        return "parameters changed"
+        return parameter_change(analyzer, rec)
     status = rec.get("status")
     fingerprint = analyzer.input_fingerprint(track.dir)
     if fingerprint is not None and rec.get("inputs") != fingerprint:
         return "inputs changed"
     if status == "error":
-        return "retry" if retry_failed else Decision(FAILED, str(rec.get("error", "")))
+        return "failed before, retried" if retry_failed else Decision(FAILED, str(rec.get("error", "")))
     if status == "blocked":
         return Decision(BLOCKED, str(rec.get("note") or rec.get("error") or ""))
     if status != "ok":
         return f"unknown status {status!r}"
     if not analyzer.outputs_valid(track.dir, rec):
-        return "outputs missing or incomplete"
+        return _outputs_problem(analyzer, track, rec)
     return None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON would store it (tuples as lists, paths as strings), for comparisons."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def parameter_change(analyzer: Analyzer, rec: dict[str, Any]) -> str:
+    """Which parameters changed, from the readable ``parameters`` a record keeps beside its hash
+    (``"parameter changed: shifts 0 -> 1"``); just ``"parameters changed"`` for older records."""
+    old = rec.get("parameters")
+    if not isinstance(old, dict):
+        return "parameters changed"
+    new = _plain(analyzer.hashed_params())
+    old = _plain(old)
+    changed = [f"{k} {_short(old.get(k, '(unset)'))} -> {_short(new.get(k, '(unset)'))}"
+               for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if not changed:
+        return "parameters changed"
+    return ("parameter changed: " if len(changed) == 1 else "parameters changed: ") + "; ".join(changed)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _outputs_problem(analyzer: Analyzer, track: Track, rec: dict[str, Any]) -> str:
+    """``outputs missing: drums.flac`` when files are gone, else ``outputs incomplete`` (e.g. a
+    stem truncated by an interrupted copy, or unreadable)."""
+    try:
+        missing = [p.name for p in analyzer.output_files(track.dir, rec) if not p.is_file()]
+    except OSError:
+        missing = []
+    if missing:
+        return "outputs missing: " + ", ".join(missing)
+    return "outputs incomplete (truncated or unreadable)"
