@@ -40,7 +40,7 @@ def test_run_status_export(small_dataset: Path, tmp_path: Path) -> None:
     assert [r["track"] for r in table] == ["broken", "track 0", "track 1", "track 2", "track 3"]
     row = table[1]
     assert row["lufs"] == sidecar(small_dataset / "track 0")["lufs"]
-    assert row["path"].endswith("track 0/full_mix.flac") and table[0]["failed"] == "loudness"
+    assert row["path"] == "track 0/full_mix.flac" and table[0]["failed"] == ["loudness"]
     out_csv = tmp_path / "table.csv"
     mirflow("export", str(small_dataset), "-o", str(out_csv), check=True)
     rows = list(csv.DictReader(out_csv.open()))
@@ -69,7 +69,7 @@ def test_usage_and_config_errors_exit_2(small_dataset: Path, tmp_path: Path) -> 
     proc = mirflow("run", str(small_dataset), "--force", "rhythm_that_is_not_there", "-a", "loudness")
     assert proc.returncode == 2
     proc = mirflow("export", str(small_dataset), "-o", str(tmp_path / "x.xlsx"))
-    assert proc.returncode == 2 and ".parquet or .csv" in proc.stderr
+    assert proc.returncode == 2 and ".parquet, .csv or .jsonl" in proc.stderr
 
 
 def test_config_file_is_used_and_cli_overrides(small_dataset: Path) -> None:

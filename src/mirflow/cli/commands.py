@@ -208,16 +208,18 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
 @main.command()
 @_dataset_arg
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="FILE.parquet or FILE.csv")
-def export(dataset: Path, output: Path) -> None:
-    """Write all sidecars of DATASET as one table (one row per track)."""
+              help="FILE.parquet, FILE.csv or FILE.jsonl")
+@click.option("--stems", is_flag=True, help="One row per track and stem (long format) instead of per track.")
+@click.option("--no-probe", is_flag=True, help="Skip reading audio headers (duration, sample rate, channels, codec).")
+def export(dataset: Path, output: Path, stems: bool, no_probe: bool) -> None:
+    """Write all sidecars of DATASET as one table (one row per track, or per stem)."""
     from ..results.export import export as export_table
 
     try:
-        n = export_table(dataset, output)
+        n = export_table(dataset, output, stems=stems, probe=not no_probe)
     except (ConfigError, DatasetError) as exc:
         _fail(exc)
-    console.print(f"wrote {n} tracks to {output}")
+    console.print(f"wrote {n} rows to {escape(str(output))}", highlight=False)
 
 
 @main.command()

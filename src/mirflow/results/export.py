@@ -1,97 +1,86 @@
-"""Export every track's sidecar as one table (Parquet or CSV): one row per track.
+"""Export a dataset's results as one file: Parquet, CSV or JSON Lines.
 
-Columns: ``track`` (folder path relative to the dataset), ``path`` (absolute path of the mix),
-every feature key found in the sidecars (mirflow's and the user's, sorted, mirflow's first), and
-``failed`` (the analyzers whose last run on the track failed, comma separated). Lists (``beats``,
-``chroma_mean``) are list columns in Parquet and JSON text in CSV; nested objects are JSON text.
+The columns are those of :mod:`mirflow.results.table`: one row per track (default) or, with
+``stems=True``, one row per track and stem (long format). Formats, chosen by the file name:
+
+- ``.parquet``: typed columns (``list<double>`` for ``beats``/``chroma_mean``, ``list<string>`` for
+  ``stems`` and ``failed``) and the provenance as JSON in the schema metadata under ``mirflow``
+  (mirflow version, dataset root, each analyzer's versions and parameters, creation time).
+  Loads with pandas, DuckDB, polars and Hugging Face ``datasets``.
+- ``.csv``: lists and nested objects as JSON text; nulls as empty cells (numbers stay numbers).
+- ``.jsonl`` / ``.ndjson``: one JSON object per line, lists as JSON lists, nulls as ``null``.
+
+Files are written under a temporary name and renamed, so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from ..core.dataset import discover
 from ..core.errors import ConfigError
-from ..core.sidecar import RESERVED, SidecarError, read, records
+from ..core.sidecar import to_jsonable
+from .table import ResultSet, collect, to_arrow
 
-log = logging.getLogger(__name__)
+FORMATS = (".parquet", ".csv", ".jsonl", ".ndjson")
 
 
 def collect_rows(dataset: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One dict per track and the ordered list of feature columns."""
-    root = Path(dataset)
-    rows: list[dict[str, Any]] = []
-    owned: list[str] = []
-    user: set[str] = set()
-    for track in discover(root):
-        try:
-            data = read(track.sidecar)
-        except SidecarError as exc:
-            log.warning("skipping unreadable sidecar: %s", exc)
-            data = {}
-        recs = records(data)
-        row: dict[str, Any] = {"track": track.relpath(root), "path": str(track.mix.resolve())}
-        mine: set[str] = set()
-        for rec in recs.values():
-            if isinstance(rec, dict):
-                for k in rec.get("keys", []):
-                    mine.add(k)
-                    if k not in owned:
-                        owned.append(k)
-        for key, value in data.items():
-            if key != RESERVED:
-                row[key] = value
-                if key not in mine:
-                    user.add(key)
-        row["failed"] = ",".join(sorted(n for n, r in recs.items()
-                                        if isinstance(r, dict) and r.get("status") == "error"))
-        rows.append(row)
-    columns = [c for c in owned if c not in user] + sorted(user - set(owned))
-    return rows, columns
+    """One dict per track and the ordered list of its columns (kept for older scripts)."""
+    rs = collect(dataset)
+    return rs.tracks, rs.track_columns
 
 
-def _column(values: list[Any], *, for_csv: bool) -> list[Any]:
-    def is_num_list(v: Any) -> bool:
-        return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                           for x in v)
-
-    present = [v for v in values if v is not None]
-    if present and all(is_num_list(v) for v in present) and not for_csv:
-        return [None if v is None else [float(x) for x in v] for v in values]
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return [None if v is None else float(v) if any(isinstance(x, float) for x in present)
-                else v for v in values]
-    if present and all(isinstance(v, (str, bool)) for v in present) and \
-            len({type(v) for v in present}) == 1:
-        return values
-    return [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
-
-
-def export(dataset: str | os.PathLike[str], output: str | os.PathLike[str]) -> int:
-    """Write the table to ``output`` (``.parquet`` or ``.csv``); returns the number of rows."""
-    import pyarrow as pa
-
+def export(dataset: str | os.PathLike[str], output: str | os.PathLike[str], *,
+           stems: bool = False, probe: bool = True) -> int:
+    """Write the track table (or the per-stem table with ``stems``) of ``dataset`` to ``output``
+    (``.parquet``, ``.csv``, ``.jsonl``); returns the number of rows written."""
     out = Path(output)
     fmt = out.suffix.lower()
-    if fmt not in (".parquet", ".csv"):
-        raise ConfigError(f"cannot export to {out.name}: use a .parquet or .csv file name")
-    rows, features = collect_rows(dataset)
-    names = ["track", "path", *features, "failed"]
-    table = pa.table({n: pa.array(_column([r.get(n) for r in rows], for_csv=fmt == ".csv"))
-                      for n in names}) if rows else pa.table({n: pa.array([], pa.string()) for n in names})
-    tmp = out.with_name(f".{out.name}.partial")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == ".parquet":
-        import pyarrow.parquet as pq
+    if fmt not in FORMATS:
+        raise ConfigError(f"cannot export to {out.name}: use a .parquet, .csv or .jsonl file name")
+    rs = collect(dataset, probe=probe)
+    return write(rs, out, stems=stems)
 
-        pq.write_table(table, tmp)
-    else:
-        import pyarrow.csv as pacsv
 
-        pacsv.write_csv(table, tmp)
-    os.replace(tmp, out)
+def write(rs: ResultSet, output: Path, *, stems: bool = False) -> int:
+    """Write an already collected :class:`ResultSet` (see :func:`export`)."""
+    rows, columns = (rs.stems, rs.stem_columns) if stems else (rs.tracks, rs.track_columns)
+    fmt = output.suffix.lower()
+    tmp = output.with_name(f".{output.name}.partial")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if fmt == ".parquet":
+            import pyarrow.parquet as pq
+
+            meta = dict(rs.provenance, table="stems" if stems else "tracks")
+            pq.write_table(to_arrow(rows, columns, metadata=meta), tmp)
+        elif fmt == ".csv":
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(to_arrow(rows, columns, for_csv=True), tmp)
+        else:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps({c: to_jsonable(row.get(c)) for c in columns},
+                                       ensure_ascii=False, allow_nan=False) + "\n")
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
     return len(rows)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance stored in an exported Parquet file (``{}`` when there is none)."""
+    import pyarrow.parquet as pq
+
+    from .table import METADATA_KEY
+
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+__all__ = ["FORMATS", "collect_rows", "export", "read_metadata", "write"]

@@ -85,9 +85,14 @@ class Worker:
                 log.exception("teardown of %s failed", inst.name)
         self._analyzers.clear()
 
-    def process(self, units: list[WorkUnit]) -> list[dict[str, AnalyzerResult]]:
-        """Run every due analyzer on every unit; one ``{analyzer: result}`` dict per unit."""
-        ctxs = [TrackContext(u.track.mix) for u in units]
+    def process(self, units: list[WorkUnit], contexts: list[TrackContext] | None = None
+                ) -> list[dict[str, AnalyzerResult]]:
+        """Run every due analyzer on every unit; one ``{analyzer: result}`` dict per unit.
+
+        ``contexts`` (one per unit) are used instead of decoding ``unit.track.mix``: e.g. a signal
+        already in memory (:func:`mirflow.analyze`); they keep what the analyzers computed.
+        """
+        ctxs = contexts if contexts is not None else [TrackContext(u.track.mix) for u in units]
         results: list[dict[str, AnalyzerResult]] = [{} for _ in units]
         for name in self.order:
             todo = [i for i, u in enumerate(units) if name in u.due]
