@@ -23,8 +23,8 @@ Needs, in one environment: mirflow, onnxruntime, essentia-tensorflow, tensorflow
 TensorFlow and essentia-tensorflow cannot share a process, so every stage runs in its own child
 process. Usage::
 
-    python benchmarks/classifiers.py --corpus /work/corpus/orchestral \\
-        --tracks battle-epic casualties_of_war defeat --work /tmp/mirflow-bench-classifiers
+    python benchmarks/classifiers.py --corpus corpus/orchestral \\
+        --tracks battle-epic casualties_of_war defeat --work "$(mktemp -d)"
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -237,9 +238,9 @@ def _child(stage: str, args: argparse.Namespace, *extra: str) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, default=Path("/work/corpus/orchestral"))
+    ap.add_argument("--corpus", type=Path, default=Path("corpus/orchestral"))
     ap.add_argument("--tracks", nargs="+", default=["battle-epic", "casualties_of_war", "defeat"])
-    ap.add_argument("--work", type=Path, default=Path("/tmp/mirflow-bench-classifiers"))
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mirflow-bench-classifiers")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--variants", default="abcd")
     ap.add_argument("--repeat", type=int, default=1,

@@ -68,7 +68,7 @@ from pathlib import Path
 ANALYZERS = "loudness,spectral,tonal,rhythm"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-DEFAULT_CORPUS = "/work/corpus/orchestral"
+DEFAULT_CORPUS = "corpus/orchestral"
 
 # Krumhansl-Kessler key profiles (C major / C minor), as the seed's key detection uses.
 _KK_MAJOR = [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]
@@ -398,7 +398,7 @@ def stages(path: Path, style_a: bool = True) -> None:
     import librosa.beat  # noqa: F401
     import librosa.onset  # noqa: F401
 
-    from mirflow.analyzers.loudness import Loudness
+    from mirflow.analyzers.loudness import LoudnessAnalyzer
     from mirflow.analyzers.rhythm import RhythmAnalyzer
     from mirflow.analyzers.spectral import SpectralAnalyzer
     from mirflow.core.stft import shared_stft
@@ -416,7 +416,7 @@ def stages(path: Path, style_a: bool = True) -> None:
             ctx = TrackContext(path)
             steps = [("decode (soundfile) + channels-first copy", lambda: ctx.audio),
                      ("loudness analyzer (K-weighting, gating, 4x true peak)",
-                      lambda: Loudness().analyze(ctx)),
+                      lambda: LoudnessAnalyzer().analyze(ctx)),
                      ("mono + resample to 22.05 kHz (soxr HQ)", lambda: ctx.mono(22050)),
                      ("STFT magnitude (2048/512)", lambda: shared_stft(ctx)),
                      ("spectral analyzer (rest)", lambda: SpectralAnalyzer().analyze(ctx)),
@@ -478,7 +478,7 @@ def main() -> None:
     roots = args.corpus or [Path(DEFAULT_CORPUS)]
     all_files = find_tracks(roots)
     if not all_files:
-        sys.exit(f"no full_mix.* under {roots}; build it with /work/shared/corpus/real-music.sh")
+        sys.exit(f"no full_mix.* under {roots}; build it with make corpus (../shared/corpus/real-music.sh)")
     files = all_files if args.all else pick(all_files, args.tracks)
     secs = durations(files)
     audio_s = sum(secs)

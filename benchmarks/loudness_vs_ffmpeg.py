@@ -20,7 +20,7 @@ process's peak resident memory), the size the performance target is stated for.
 
 Usage::
 
-    python benchmarks/loudness_vs_ffmpeg.py /work/corpus/orchestral /work/corpus/beats [--json FILE]
+    python benchmarks/loudness_vs_ffmpeg.py corpus/orchestral corpus/beats [--json FILE]
 
 Exit code 0 when every track is within the targets, 1 otherwise.
 """

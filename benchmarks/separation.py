@@ -1,6 +1,6 @@
 """Stem separation throughput: Demucs subprocess per file vs model once vs mirflow's analyzer.
 
-    python benchmarks/separation.py [--corpus /work/corpus/orchestral] [--clips 4] [--seconds 10]
+    python benchmarks/separation.py [--corpus corpus/orchestral] [--clips 4] [--seconds 10]
                                     [--precisions fp32,bf16] [--batches 1] [--skip-subprocess]
                                     [--skip-cli] [--workers 2] [--device cpu] [--json out.json]
 
@@ -168,10 +168,10 @@ def run_model_once(clips: list[Path], repo: Path, device: str, precision: str) -
 def run_mirflow(clips: list[Path], repo: Path, device: str, precision: str,
                 batch: int | None) -> tuple[float, float, str]:
     """(c): the separation analyzer over all clips. Returns (setup s, separation s, precision used)."""
-    from mirflow.analyzers.separation import Separation
+    from mirflow.analyzers.separation import SeparationAnalyzer
     from mirflow.core.audio import TrackContext
 
-    sep = Separation(model=MODEL_NAME, repo=str(repo), precision=precision, batch=batch,
+    sep = SeparationAnalyzer(model=MODEL_NAME, repo=str(repo), precision=precision, batch=batch,
                      device=device)
     t0 = time.perf_counter()
     sep.setup(device)
@@ -192,7 +192,7 @@ def read_stems(mix: Path) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, default=Path("/work/corpus/orchestral"))
+    ap.add_argument("--corpus", type=Path, default=Path("corpus/orchestral"))
     ap.add_argument("--clips", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--precisions", default="fp32,bf16")
@@ -206,7 +206,7 @@ def main() -> None:
 
     import torch
 
-    from mirflow.analyzers.separation import cpu_bf16_support
+    from mirflow.models.precision import cpu_bf16_support
 
     work = Path(tempfile.mkdtemp(prefix="mirflow-sep-bench-"))
     try:

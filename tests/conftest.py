@@ -39,6 +39,14 @@ def write_track(root: Path, name: str, samples: np.ndarray, sr: int = 44100, *, 
     return path
 
 
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep mirflow's user cache (per-machine rates) out of the real home, here and in CLI children."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     """An empty dataset folder."""

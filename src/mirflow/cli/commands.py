@@ -124,7 +124,8 @@ def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str
                            workers=workers, executor=executor, device=device,
                            force=cfgmod.parse_names(force), retry_failed=retry_failed, chunk=chunk,
                            ray_address=ray_address, params=_collect_params(param_flags, sets))
-        with RunProgress(console, enabled=not as_json and console.is_terminal) as prog:
+        with RunProgress(console, enabled=not as_json and console.is_terminal,
+                     log_lines=not as_json and not console.is_terminal) as prog:
             summary = run_dataset(dataset, options, progress=prog.callback)
     except (ConfigError, DatasetError) as exc:
         _fail(exc)
@@ -151,6 +152,9 @@ def _print_run_summary(summary: Any) -> None:
                       str(c["failed"] + c["previously_failed"]), str(c["blocked"]),
                       str(c["unavailable"]), f"{per:.3f}" if c["done"] else "")
     out.print(table)
+    from .estimates import print_timing
+
+    print_timing(out, summary.timing)
     for name, reason in summary.unavailable.items():
         console.print(f"[yellow]{name} unavailable:[/] {reason}")
     for f in summary.failures[:20]:
@@ -203,6 +207,33 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
     reasons = Counter((f.analyzer, f.error) for f in st.blocked)
     for (analyzer, reason), n in reasons.most_common():
         out.print(f"[yellow]blocked[/] {n} track(s) \\[{analyzer}]: {escape(reason)}", highlight=False)
+
+
+@main.command()
+@_dataset_arg
+@click.option("--analyzers", "-a", help="Comma-separated analyzers (default: all).")
+@click.option("--workers", "-j", type=click.IntRange(min=0), help="Workers the run would use (default: cores).")
+@click.option("--device", help="auto | cpu | cuda | cuda:N | mps (GPU analyzers).")
+@click.option("--force", help="Plan these analyzers as forced (comma-separated, or 'all').")
+@click.option("--retry-failed", is_flag=True, help="Plan tracks that failed before as due.")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="ANALYZER.PARAM=VALUE")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every due pair).")
+def plan(dataset: Path, analyzers: str | None, workers: int | None, device: str | None,
+         force: str | None, retry_failed: bool, config: Path | None, sets: tuple[str, ...],
+         as_json: bool) -> None:
+    """What `mirflow run` would do on DATASET, why, and an ETA from this machine's measured rates."""
+    from ..run.forecast import plan as plan_dataset
+    from .estimates import print_plan
+
+    options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers), workers=workers,
+                       device=device, force=cfgmod.parse_names(force), retry_failed=retry_failed,
+                       params=cfgmod.parse_set(sets))
+    report = plan_dataset(dataset, options)
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+    else:
+        print_plan(out, report)
 
 
 @main.command()

@@ -35,6 +35,7 @@ from ..executors import make_executor
 from ..core.locks import Lease, try_lease
 from .plan import BLOCKED, DONE, DUE, FAILED, UNAVAILABLE, decide, read_for_plan, source_fingerprint
 from ..core.sidecar import AnalyzerResult, merge
+from .timing import Timing
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class RunSummary:
     wall_seconds: float = 0.0
     interrupted: bool = False
     forced: bool = False
+    #: The timing report (:meth:`mirflow.run.timing.Timing.finish`): per analyzer, stage, accelerator.
+    timing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -86,6 +89,7 @@ class RunSummary:
             "quarantined_sidecars": self.quarantined,
             "interrupted": self.interrupted,
             "wall_seconds": round(self.wall_seconds, 3),
+            "timing": self.timing,
         }
 
 
@@ -142,11 +146,13 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     summary.tracks = len(tracks)
 
     pending: deque[Track] = deque()
+    due_names: dict[Track, tuple[str, ...]] = {}
     for track in tracks:
         decisions = decide(track, read_for_plan(track), analyzers, unavailable=unavailable,
                            force=options.force, retry_failed=options.retry_failed)
         if any(d.due for d in decisions.values()):
             pending.append(track)
+            due_names[track] = tuple(n for n, d in decisions.items() if d.due)
         else:
             _count_terminal(summary, decisions)
     emit("plan", tracks=len(tracks), due=len(pending), unavailable=unavailable)
@@ -156,11 +162,15 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
 
     workers = options.workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(pending)))
+    timing = Timing(analyzers, unavailable=unavailable, device=options.device, started=started,
+                    workers=1 if options.executor == "serial" else workers)
+    timing.planned(root, due_names)  # durations, rates and the ETA, in a background thread
     batchable = any(a.batchable for n, a in analyzers.items() if n not in unavailable)
     # batch across tracks only while every worker still gets several chunks (load balance)
     chunk = options.chunk or (max(1, min(4, len(pending) // (2 * workers))) if batchable else 1)
     specs = [AnalyzerSpec(n, options.params.get(n, {})) for n in analyzers
              if n not in unavailable]
+    emit("phase", name="warming up: starting workers, loading models, compiling")
     executor = make_executor(options.executor, specs, workers=workers, device=options.device,
                              ray_address=options.ray_address)
     inflight: dict[Future, list[tuple[WorkUnit, Lease]]] = {}
@@ -180,11 +190,12 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
                     if submitting:
                         inflight[executor.submit([u for u, _ in submitting])] = submitting
                     submitting = []
+                timing.poll(emit)
                 if not inflight:
                     continue
                 done, _ = wait(list(inflight), timeout=0.25, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    _finish(fut, inflight.pop(fut), analyzers, summary, emit)
+                    _finish(fut, inflight.pop(fut), analyzers, summary, emit, timing)
         except KeyboardInterrupt:
             stop.count = max(stop.count, 2)
         finally:
@@ -197,6 +208,7 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
                 lease.clean_stale_temporaries()
                 lease.release()
     summary.wall_seconds = time.perf_counter() - started
+    summary.timing = timing.finish(summary.wall_seconds, executor)
     return summary
 
 
@@ -239,7 +251,7 @@ def _lease_chunk(pending: deque[Track], chunk: int, analyzers: dict[str, Analyze
 
 
 def _finish(fut: Future, leased: list[tuple[WorkUnit, Lease]], analyzers: dict[str, Analyzer],
-            summary: RunSummary, emit: ProgressFn) -> None:
+            summary: RunSummary, emit: ProgressFn, timing: Timing | None = None) -> None:
     try:
         outcomes = fut.result()
     except Exception as exc:  # noqa: BLE001 - e.g. a worker process died: fail these tracks only
@@ -276,6 +288,8 @@ def _finish(fut: Future, leased: list[tuple[WorkUnit, Lease]], analyzers: dict[s
                 summary.counts[name]["failed"] += 1
                 summary.failures.append(Failure(rel, name, res.error or "unknown error"))
         summary.tracks_processed += 1
+        if timing is not None:
+            timing.track_done(unit.track, results)
         emit("track", track=rel, failed=failed, failures=summary.failed)
 
 

@@ -1,0 +1,124 @@
+"""``mirflow plan``: what a run would do, why, and how long it should take on this machine.
+
+Read-only like ``status``: sidecars, file headers (durations, via ``soundfile.info`` or PyAV) and
+the machine's rates file (:mod:`mirflow.run.rates`); nothing is decoded and no lease is taken.
+
+The estimate: for each due (track, analyzer) pair, the analyzer's rate (compute seconds per audio
+second, measured by earlier runs on this machine with the same parameters and device) times the
+track's duration. CPU analyzers share the worker processes (their sum is divided by the number of
+workers); GPU analyzers on an accelerator run in their own lane at the same time, so the ETA is the
+longer of the two. Start-up (worker start, model loading) is not included. Without a rate for some
+due analyzer the ETA is unknown (``None``) and the plan says which rates are missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.config import RunOptions
+from ..core.dataset import discover
+from .coordinator import build_analyzers
+from .plan import DUE, decide, read_for_plan
+from .rates import RateBook
+from .timing import Durations, device_labels
+
+
+@dataclass
+class AnalyzerPlan:
+    """One analyzer's part of the plan."""
+
+    name: str
+    device: str
+    due: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    states: Counter = field(default_factory=Counter)
+    audio_s: float = 0.0
+    rate: float | None = None  # compute seconds per audio second, None = no rate measured yet
+    compute_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "due": self.due, "reasons": dict(self.reasons.most_common()),
+                "states": dict(self.states), "audio_s": round(self.audio_s, 3),
+                "rate_s_per_audio_s": None if self.rate is None else round(self.rate, 6),
+                "compute_s": None if self.compute_s is None else round(self.compute_s, 3)}
+
+
+@dataclass
+class PlanReport:
+    """What a run with the same options would do (see the module docstring)."""
+
+    dataset: str
+    tracks: int
+    due_tracks: int
+    audio_s: float
+    workers: int
+    analyzers: dict[str, AnalyzerPlan]
+    unavailable: dict[str, str]
+    eta_s: float | None
+    missing_rates: list[str]
+    unknown_durations: int = 0
+    pairs: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "tracks": self.tracks, "due_tracks": self.due_tracks,
+                "audio_s": round(self.audio_s, 3), "workers": self.workers,
+                "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+                "missing_rates": self.missing_rates, "unknown_durations": self.unknown_durations,
+                "analyzers": {n: a.as_dict() for n, a in self.analyzers.items()},
+                "unavailable": self.unavailable, "due": self.pairs}
+
+
+def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
+         rates: RateBook | None = None) -> PlanReport:
+    """The plan of ``dataset`` for ``options``; see the module docstring."""
+    root = Path(dataset)
+    analyzers, unavailable = build_analyzers(options)
+    labels = device_labels({n: a for n, a in analyzers.items() if n not in unavailable},
+                           options.device)
+    rates = rates if rates is not None else RateBook()
+    durations = Durations()
+    plans = {n: AnalyzerPlan(n, labels.get(n, "cpu")) for n in analyzers}
+    for name, p in plans.items():
+        rate = rates.get(name, p.device, analyzers[name].params_hash()) if name in labels else None
+        p.rate = None if rate is None else rate.per_audio_second
+    tracks = discover(root)
+    due_tracks, audio, unknown = 0, 0.0, 0
+    pairs: list[dict[str, str]] = []
+    for track in tracks:
+        decisions = decide(track, read_for_plan(track), analyzers, unavailable=unavailable,
+                           force=options.force, retry_failed=options.retry_failed)
+        due = [n for n, d in decisions.items() if d.state == DUE]
+        for name, d in decisions.items():
+            plans[name].states[d.state] += 1
+        if not due:
+            continue
+        due_tracks += 1
+        dur = durations.get(track)
+        if dur is None:
+            unknown += 1
+        audio += dur or 0.0
+        rel = track.relpath(root)
+        for name in due:
+            p = plans[name]
+            p.due += 1
+            p.reasons[decisions[name].reason] += 1
+            p.audio_s += dur or 0.0
+            pairs.append({"track": rel, "analyzer": name, "reason": decisions[name].reason})
+    workers = 1 if options.executor == "serial" else max(1, min(
+        options.workers or os.cpu_count() or 1, max(due_tracks, 1)))
+    missing = [n for n, p in plans.items() if p.due and p.rate is None]
+    cpu_s = gpu_s = 0.0
+    for p in plans.values():
+        if p.due and p.rate is not None:
+            p.compute_s = p.rate * p.audio_s
+            if p.device == "cpu":
+                cpu_s += p.compute_s
+            else:
+                gpu_s += p.compute_s
+    eta = None if missing else max(cpu_s / workers, gpu_s)
+    return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
+                      missing, unknown, pairs)

@@ -1,0 +1,170 @@
+"""Per-analyzer compute rates measured by earlier runs on this machine, for estimates.
+
+A *rate* is seconds of compute per second of audio (``0.02`` = the analyzer takes 0.02 s of one
+worker's time per second of audio, i.e. 50x realtime on one worker). Rates are kept per machine,
+analyzer, device and parameter hash in ``$XDG_CACHE_HOME/mirflow/rates.json`` (by default
+``~/.cache/mirflow/rates.json``), so a ``mirflow plan`` or a progress bar can turn the audio still to
+analyse into an expected time. There is no rate (and estimates say "unknown") until a run on this
+machine has done that analyzer with those parameters on that device.
+
+Updating blends a run's measurement with the stored one: the stored compute and audio seconds are
+halved and the run's added, so recent runs dominate while one noisy run does not erase the history.
+The file is rewritten atomically under a file lock, merged with what other runs wrote meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "rates.json"
+FORMAT = 1
+#: Weight of the stored history when a new run's measurement is added.
+DECAY = 0.5
+
+
+def cache_dir() -> Path:
+    """mirflow's cache folder: ``$XDG_CACHE_HOME/mirflow``, else ``~/.cache/mirflow``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mirflow"
+
+
+def default_path() -> Path:
+    return cache_dir() / FILE_NAME
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """What identifies this machine for rates: host name, CPU model and core count."""
+    return {"host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count() or 1}
+
+
+def machine_key() -> str:
+    """A short stable id of :func:`machine` (12 hex digits)."""
+    blob = json.dumps(machine(), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Blended compute seconds and audio seconds behind one rate."""
+
+    compute_s: float
+    audio_s: float
+    tracks: int = 0
+    updated: str = ""
+
+    @property
+    def per_audio_second(self) -> float:
+        """Seconds of compute per second of audio."""
+        return self.compute_s / self.audio_s if self.audio_s > 0 else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"compute_s": round(self.compute_s, 4), "audio_s": round(self.audio_s, 3),
+                "tracks": self.tracks, "updated": self.updated}
+
+
+def rate_key(analyzer: str, device: str, params_hash: str) -> str:
+    return f"{analyzer}|{device}|{params_hash}"
+
+
+class RateBook:
+    """The rates of one machine, read from (and written back to) the rates file."""
+
+    def __init__(self, path: Path | None = None, *, machine_id: str | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self.machine_id = machine_id or machine_key()
+        self._rates: dict[str, Rate] = {}
+        self._observed: dict[str, Rate] = {}
+        self._load()
+
+    def _read_file(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable rates file %s: %s", self.path, exc)
+            return {}
+        return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
+
+    def _load(self) -> None:
+        entry = self._read_file().get("machines", {}).get(self.machine_id, {})
+        for key, value in (entry.get("rates") or {}).items():
+            try:
+                self._rates[key] = Rate(float(value["compute_s"]), float(value["audio_s"]),
+                                        int(value.get("tracks", 0)), str(value.get("updated", "")))
+            except (KeyError, TypeError, ValueError):
+                continue
+
+    def get(self, analyzer: str, device: str, params_hash: str) -> Rate | None:
+        """The stored rate, or ``None`` when no run on this machine measured it."""
+        rate = self._rates.get(rate_key(analyzer, device, params_hash))
+        if rate is None or rate.audio_s <= 0 or rate.compute_s < 0:
+            return None
+        return rate
+
+    def observe(self, analyzer: str, device: str, params_hash: str, *, compute_s: float,
+                audio_s: float, tracks: int) -> None:
+        """Add a run's measurement (kept in memory until :meth:`save`)."""
+        if audio_s <= 0 or tracks <= 0:
+            return
+        key = rate_key(analyzer, device, params_hash)
+        prev = self._observed.get(key)
+        if prev is not None:
+            compute_s, audio_s, tracks = (prev.compute_s + compute_s, prev.audio_s + audio_s,
+                                          prev.tracks + tracks)
+        self._observed[key] = Rate(compute_s, audio_s, tracks)
+
+    def save(self) -> None:
+        """Blend the observed rates into the file (locked, merged, atomic). Errors are logged only:
+        a read-only home must not fail a run."""
+        if not self._observed:
+            return
+        from filelock import FileLock, Timeout
+
+        from ..core.fsutil import atomic_write_bytes
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.path) + ".lock", timeout=10):
+                data = self._read_file() or {"format": FORMAT, "machines": {}}
+                entry = data.setdefault("machines", {}).setdefault(self.machine_id, {})
+                entry["machine"] = machine()
+                rates = entry.setdefault("rates", {})
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                for key, obs in self._observed.items():
+                    old = rates.get(key) or {}
+                    try:
+                        compute = DECAY * float(old.get("compute_s", 0.0)) + obs.compute_s
+                        audio = DECAY * float(old.get("audio_s", 0.0)) + obs.audio_s
+                        tracks = int(old.get("tracks", 0)) + obs.tracks
+                    except (TypeError, ValueError):
+                        compute, audio, tracks = obs.compute_s, obs.audio_s, obs.tracks
+                    rate = Rate(compute, audio, tracks, stamp)
+                    rates[key] = rate.as_dict()
+                    self._rates[key] = rate
+                text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+                atomic_write_bytes(self.path, text.encode("utf-8"))
+            self._observed.clear()
+        except (OSError, Timeout) as exc:
+            log.warning("could not update the rates file %s: %s", self.path, exc)

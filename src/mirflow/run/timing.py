@@ -1,0 +1,333 @@
+"""Timing of a run: track durations, per-analyzer compute, per-stage busy time, accelerator use.
+
+The coordinator drives one :class:`Timing` per run with a handful of calls (``planned``, ``poll``,
+``track_done``, ``finish``); everything else about timing lives here:
+
+* **Durations** come from file headers (``soundfile.info``, else PyAV's container metadata), never
+  from decoding, read once per plan in a background thread so dispatching is not delayed.
+* **Per analyzer**: tracks, compute seconds (as measured in the workers) and audio seconds, hence
+  *x realtime* = audio seconds / compute seconds (per worker: with 2 workers the run is about twice
+  as fast as one analyzer's figure).
+* **Per stage**: the busy fraction, busy seconds / (slots x wall seconds). An executor that knows its
+  stages exposes ``stages`` (``{stage: (slots, [analyzer, ...])}``) or reports busy seconds itself
+  through :meth:`Timing.stage_busy`; otherwise every CPU analyzer counts towards one ``workers``
+  stage (slots = worker processes) and GPU analyzers on an accelerator towards a ``gpu`` stage. Busy
+  time there is analyzer compute only (decoding and sidecar writes are not included), so it is a
+  lower bound.
+* **Accelerator**: the fraction of wall time the GPU was busy, sampled with NVML (``pynvml``, from the
+  ``nvidia-ml-py`` package) from the coordinator, whichever process uses the GPU; ``None`` with a
+  note ("n/a") without an accelerator or without NVML.
+* **Rates** (:mod:`mirflow.run.rates`): at the end of the run every analyzer's compute per audio
+  second is blended into the machine's rates file, and the next plan or progress bar uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..analyzers.base import Analyzer
+from ..core.dataset import Track
+from .rates import RateBook
+
+log = logging.getLogger(__name__)
+
+
+# -- durations ------------------------------------------------------------------------------------
+def header_duration(path: str | os.PathLike[str]) -> float | None:
+    """Duration in seconds from the file header (no decoding); ``None`` when it cannot be read."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        if info.samplerate > 0 and info.frames > 0:
+            return info.frames / info.samplerate
+    except Exception:  # noqa: BLE001 - libsndfile refuses e.g. MP3/AAC: ask PyAV
+        pass
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if container.duration is not None:
+                return container.duration / 1_000_000  # av.time_base: microseconds
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is not None and stream.duration is not None and stream.time_base:
+                return float(stream.duration * stream.time_base)
+    except Exception:  # noqa: BLE001 - unreadable file: it will fail (and be reported) when decoded
+        return None
+    return None
+
+
+class Durations:
+    """Header durations of tracks, read once (optionally in a background thread) and cached."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, float | None] = {}
+
+    def get(self, track: Track) -> float | None:
+        if track.mix not in self._cache:
+            self._cache[track.mix] = header_duration(track.mix)
+        return self._cache[track.mix]
+
+    def read_all(self, tracks: Iterable[Track]) -> dict[Path, float | None]:
+        return {t.mix: self.get(t) for t in tracks}
+
+
+# -- devices --------------------------------------------------------------------------------------
+def device_labels(analyzers: dict[str, Analyzer], requested: str) -> dict[str, str]:
+    """The device each analyzer runs on, as a rates key: ``cpu`` or e.g. ``cuda:NVIDIA H200``.
+
+    Only GPU analyzers with an accelerator requested (or ``auto``) need a look-up, which imports
+    PyTorch; an unresolvable device counts as the CPU (the run itself reports the error)."""
+    labels = {n: "cpu" for n in analyzers}
+    gpu = [n for n, a in analyzers.items() if a.device == "gpu"]
+    if gpu and requested != "cpu":
+        from ..core.devices import resolve
+        from ..core.errors import ConfigError
+
+        try:
+            dev = resolve(requested)
+        except ConfigError:
+            return labels
+        if dev.accelerator:
+            for n in gpu:
+                labels[n] = f"{dev.kind}:{dev.name}" if dev.name else str(dev)
+    return labels
+
+
+# -- accelerator ----------------------------------------------------------------------------------
+class AcceleratorMonitor:
+    """Samples a CUDA device's utilisation with NVML in a thread; :meth:`stop` returns the busy
+    fraction (mean of NVML's "percent of time a kernel was running" samples) or ``None``."""
+
+    def __init__(self, index: int = 0, *, interval: float = 0.2) -> None:
+        self.index = index
+        self.interval = interval
+        self.note = ""
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._nvml: Any = None
+        self._handle: Any = None
+
+    def _physical_index(self) -> int:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+        try:
+            return int(visible[self.index])
+        except (ValueError, IndexError):
+            return self.index
+
+    def start(self) -> bool:
+        try:
+            import pynvml
+        except ImportError:
+            self.note = "n/a: NVML not installed (pip install nvidia-ml-py)"
+            return False
+        try:
+            pynvml.nvmlInit()
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(self._physical_index())
+        except Exception as exc:  # noqa: BLE001 - pynvml.NVMLError and friends
+            self.note = f"n/a: NVML unavailable ({exc})"
+            return False
+        self._nvml = pynvml
+        self._thread = threading.Thread(target=self._loop, name="mirflow-nvml", daemon=True)
+        self._thread.start()
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._samples.append(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu / 100.0)
+            except Exception:  # noqa: BLE001
+                return
+
+    def stop(self) -> float | None:
+        if self._thread is None:
+            return None
+        self._stop.set()
+        self._thread.join(timeout=2)
+        try:
+            self._nvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
+        if not self._samples:
+            self.note = "n/a: no NVML sample (run too short)"
+            return None
+        return sum(self._samples) / len(self._samples)
+
+
+# -- the run's timing -----------------------------------------------------------------------------
+@dataclass
+class _Acc:
+    tracks: int = 0
+    compute_s: float = 0.0
+    audio_s: float = 0.0
+
+
+class Timing:
+    """Timing of one run; see the module docstring. ``rates`` may be shared with an estimate."""
+
+    def __init__(self, analyzers: dict[str, Analyzer], *, unavailable: dict[str, str],
+                 device: str = "auto", workers: int = 1, rates: RateBook | None = None,
+                 started: float | None = None) -> None:
+        self.analyzers = {n: a for n, a in analyzers.items() if n not in unavailable}
+        self.device = device
+        self.workers = max(1, workers)
+        self.rates = rates
+        self.durations = Durations()
+        self.started = time.perf_counter() if started is None else started
+        self.first_result_s: float | None = None
+        self.labels: dict[str, str] | None = None
+        self._acc = {n: _Acc() for n in self.analyzers}
+        self._stage_busy: dict[str, float] = {}
+        self._stage_slots: dict[str, int] = {}
+        self._estimate: dict[str, Any] | None = None
+        self._estimate_sent = False
+        self._thread: threading.Thread | None = None
+        self._monitor: AcceleratorMonitor | None = None
+        self._accel_note = "n/a: no accelerator used"
+
+    # -- plan ----------------------------------------------------------------------------------
+    def planned(self, root: Path, due: dict[Track, tuple[str, ...]]) -> None:
+        """Start reading durations, device labels and rates for the due work in the background."""
+        items = list(due.items())
+
+        def work() -> None:
+            try:
+                self._estimate = self._build_estimate(root, items)
+            except Exception:  # noqa: BLE001 - an estimate must never break a run
+                log.debug("estimate failed", exc_info=True)
+
+        self._thread = threading.Thread(target=work, name="mirflow-estimate", daemon=True)
+        self._thread.start()
+
+    def _build_estimate(self, root: Path, items: list[tuple[Track, tuple[str, ...]]]) -> dict[str, Any]:
+        self.labels = device_labels(self.analyzers, self.device)
+        self._start_monitor()
+        if self.rates is None:
+            self.rates = RateBook()
+        per_audio = {}
+        for name, a in self.analyzers.items():
+            rate = self.rates.get(name, self.labels[name], a.params_hash())
+            per_audio[name] = rate.per_audio_second if rate else None
+        weights: dict[str, float] = {}
+        total_audio = 0.0
+        known = True
+        for track, names in items:
+            dur = self.durations.get(track) or 0.0
+            total_audio += dur
+            cost = 0.0
+            for n in names:
+                r = per_audio.get(n)
+                if r is None:
+                    known = False
+                    r = 0.0
+                cost += r * dur
+            weights[track.relpath(root)] = cost if known else dur
+        if not known:  # without every rate, weigh by audio duration alone
+            weights = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
+        eta = sum(weights.values()) / self.workers if known else None
+        durations = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
+        return {"weights": weights, "durations": durations, "audio_s": total_audio, "eta_s": eta,
+                "by": "rates" if known else "audio duration"}
+
+    def _start_monitor(self) -> None:
+        accel = {lab for lab in (self.labels or {}).values() if lab != "cpu"}
+        if not accel:
+            return
+        if not any(lab.startswith("cuda") for lab in accel):
+            self._accel_note = "n/a: utilisation is only measured on CUDA devices (NVML)"
+            return
+        from ..core.devices import resolve
+
+        monitor = AcceleratorMonitor(resolve(self.device).index or 0)
+        if monitor.start():
+            self._monitor = monitor
+        else:
+            self._accel_note = monitor.note
+
+    def poll(self, emit: Callable[..., None]) -> None:
+        """Emit the ``estimate`` progress event once the background estimate is ready."""
+        if not self._estimate_sent and self._estimate is not None:
+            self._estimate_sent = True
+            emit("estimate", **self._estimate)
+
+    # -- run -----------------------------------------------------------------------------------
+    def track_done(self, track: Track, results: dict[str, Any]) -> None:
+        """Account one finished track (``results``: ``{analyzer: AnalyzerResult}``)."""
+        if self.first_result_s is None:
+            self.first_result_s = time.perf_counter() - self.started
+        duration = self.durations.get(track)
+        for name, res in results.items():
+            acc = self._acc.get(name)
+            if acc is None or res.status != "ok":
+                continue
+            acc.tracks += 1
+            acc.compute_s += float(res.seconds or 0.0)
+            acc.audio_s += duration or 0.0
+
+    def stage_busy(self, stage: str, seconds: float, *, slots: int = 1) -> None:
+        """For executors that measure their stages: add busy seconds of ``stage``."""
+        self._stage_busy[stage] = self._stage_busy.get(stage, 0.0) + seconds
+        self._stage_slots[stage] = max(self._stage_slots.get(stage, 1), slots)
+
+    # -- end -----------------------------------------------------------------------------------
+    def finish(self, wall_s: float, executor: Any = None) -> dict[str, Any]:
+        """The timing report (also saves the measured rates)."""
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        labels = self.labels or {n: "cpu" for n in self.analyzers}
+        busy = self._monitor.stop() if self._monitor else None
+        report: dict[str, Any] = {
+            "wall_s": round(wall_s, 3),
+            "first_result_s": None if self.first_result_s is None else round(self.first_result_s, 3),
+            "audio_s": round(max((a.audio_s for a in self._acc.values()), default=0.0), 3),
+            "analyzers": {}, "stages": {},
+            "accelerator": {"device": next((lab for lab in labels.values() if lab != "cpu"), None),
+                            "busy_fraction": None if busy is None else round(busy, 3),
+                            "source": "nvml" if busy is not None else
+                            (self._monitor.note if self._monitor else self._accel_note)},
+        }
+        for name, acc in self._acc.items():
+            if not acc.tracks:
+                continue
+            report["analyzers"][name] = {
+                "tracks": acc.tracks, "compute_s": round(acc.compute_s, 3),
+                "audio_s": round(acc.audio_s, 3), "device": labels[name],
+                "x_realtime": round(acc.audio_s / acc.compute_s, 2) if acc.compute_s > 0 else None}
+            if self.rates is not None and acc.audio_s > 0:
+                self.rates.observe(name, labels[name], self.analyzers[name].params_hash(),
+                                   compute_s=acc.compute_s, audio_s=acc.audio_s, tracks=acc.tracks)
+        report["stages"] = self._stages(wall_s, labels, executor)
+        if self.rates is not None:
+            self.rates.save()
+        return report
+
+    def _stages(self, wall_s: float, labels: dict[str, str], executor: Any) -> dict[str, Any]:
+        busy = dict(self._stage_busy)
+        slots = dict(self._stage_slots)
+        declared = getattr(executor, "stages", None)
+        if not busy:
+            if isinstance(declared, dict) and declared:
+                groups = {stage: (int(s), list(names)) for stage, (s, names) in declared.items()}
+            else:
+                gpu = [n for n in self._acc if labels.get(n, "cpu") != "cpu"]
+                groups = {"workers": (self.workers, [n for n in self._acc if n not in gpu])}
+                if gpu:
+                    groups["gpu"] = (1, gpu)
+            for stage, (n_slots, names) in groups.items():
+                busy[stage] = sum(self._acc[n].compute_s for n in names if n in self._acc)
+                slots[stage] = max(1, n_slots)
+        out = {}
+        for stage, seconds in busy.items():
+            n = slots.get(stage, 1)
+            out[stage] = {"slots": n, "busy_s": round(seconds, 3),
+                          "busy_fraction": round(min(1.0, seconds / (n * wall_s)), 3)
+                          if wall_s > 0 else None}
+        return out

@@ -1,0 +1,68 @@
+"""`mirflow plan` and the timing report, end to end through the real CLI (rates in an isolated
+XDG cache, see conftest)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from conftest import mirflow, run_json, sine, write_track
+
+
+def _plan(*args: str) -> dict:
+    proc = mirflow("plan", *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_plan_run_plan(dataset: Path, _isolated_cache: Path) -> None:
+    write_track(dataset, "short", sine(330.0, 1.0))
+    write_track(dataset, "long", sine(220.0, 3.0))
+    before = _plan(str(dataset), "-a", "loudness,spectral")
+    assert before["due_tracks"] == 2 and before["audio_s"] == 4.0
+    assert before["eta_s"] is None and set(before["missing_rates"]) == {"loudness", "spectral"}
+    assert before["analyzers"]["loudness"]["reasons"] == {"new": 2}
+    assert {(p["track"], p["analyzer"], p["reason"]) for p in before["due"]} >= {
+        ("long", "loudness", "new"), ("short", "spectral", "new")}
+
+    code, summary = run_json(str(dataset), "-a", "loudness,spectral", "-j", "1")
+    assert code == 0
+    timing = summary["timing"]
+    loud = timing["analyzers"]["loudness"]
+    assert loud["tracks"] == 2 and loud["audio_s"] == 4.0 and loud["device"] == "cpu"
+    assert loud["x_realtime"] > 0 and loud["compute_s"] > 0
+    assert timing["stages"]["workers"]["slots"] == 1
+    assert 0 < timing["stages"]["workers"]["busy_fraction"] <= 1
+    assert timing["accelerator"]["busy_fraction"] is None
+    assert 0 < timing["first_result_s"] <= timing["wall_s"]
+    assert (_isolated_cache / "mirflow" / "rates.json").is_file()
+
+    done = _plan(str(dataset), "-a", "loudness,spectral")
+    assert done["due_tracks"] == 0 and done["analyzers"]["loudness"]["states"] == {"done": 2}
+    forced = _plan(str(dataset), "-a", "loudness,spectral", "--force", "loudness", "-j", "1")
+    assert forced["missing_rates"] == [] and forced["eta_s"] is not None
+    assert forced["analyzers"]["loudness"]["reasons"] == {"forced": 2}
+    expected = forced["analyzers"]["loudness"]["rate_s_per_audio_s"] * 4.0
+    assert forced["eta_s"] == round(expected, 1)
+    changed = _plan(str(dataset), "-a", "spectral", "--set", "spectral.rolloff_percent=0.9")
+    # the record's readable parameters (when it keeps them) name the parameter that changed
+    assert set(changed["analyzers"]["spectral"]["reasons"]) <= {
+        "parameter changed: rolloff_percent 0.85 -> 0.9", "parameters changed"}
+    assert changed["eta_s"] is None  # other parameters: no rate for them yet
+
+    text = mirflow("plan", str(dataset), "-a", "loudness", "--force", "loudness")
+    assert text.returncode == 0 and "ETA" in text.stdout and "2 forced" in text.stdout
+
+
+def test_progress_lines_without_terminal(dataset: Path) -> None:
+    for i in range(2):
+        write_track(dataset, f"t{i}", sine(200.0 + 100 * i, 1.0))
+    proc = mirflow("run", str(dataset), "-a", "loudness", "-j", "1",
+                   env={**os.environ, "MIRFLOW_PROGRESS_INTERVAL": "0"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert "plan: 2 track(s) with work due" in lines
+    assert any(line.startswith("warming up") for line in lines)
+    assert any(line.startswith("progress: 2/2 tracks") for line in lines)
+    assert "timing:" in proc.stdout and "x realtime" in proc.stdout

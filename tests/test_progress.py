@@ -1,0 +1,75 @@
+"""Progress: work-weighted ETA, warm-up phase, periodic plain lines without a terminal."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from mirflow.cli.progress import ProgressState, RunProgress
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_eta_weighted_by_audio_not_tracks() -> None:
+    """Nine short tracks done, one 9-minute track left: the ETA stays minutes, not one second."""
+    clock = Clock()
+    s = ProgressState(clock)
+    s.event("plan", due=10)
+    s.event("phase", name="warming up")
+    assert s.eta_s() is None  # no rates: unknown before the first track
+    durations = {f"t{i}": 10.0 for i in range(9)} | {"long": 540.0}
+    s.event("estimate", weights=durations, durations=durations, eta_s=None, by="audio duration")
+    for i in range(9):
+        clock.t += 2.0
+        s.event("track", track=f"t{i}", failures=0)
+    assert s.done == 9 and s.phase == "analysing"
+    assert s.fraction == pytest.approx(90 / 630)
+    # 18 s for 90 s of audio -> 540 s more audio takes about 108 s
+    assert s.eta_s() == pytest.approx(108.0)
+    assert s.realtime() == pytest.approx(5.0)
+    clock.t += 100
+    s.event("track", track="long", failures=1)
+    assert s.eta_s() == 0.0 and s.fraction == 1.0 and s.failures == 1
+
+
+def test_rate_estimate_before_first_track() -> None:
+    s = ProgressState(Clock())
+    s.event("plan", due=2)
+    s.event("estimate", weights={"a": 1.0, "b": 3.0}, durations={"a": 10.0, "b": 30.0},
+            eta_s=2.0, by="rates")
+    assert s.eta_s() == 2.0
+
+
+def test_log_lines_without_terminal() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=200)
+    with RunProgress(console, enabled=False, log_lines=True, interval_s=0) as prog:
+        prog.callback("plan", tracks=3, due=2, unavailable={})
+        prog.callback("phase", name="warming up: starting workers, loading models, compiling")
+        prog.callback("estimate", weights={"a": 5.0, "b": 15.0}, durations={"a": 5.0, "b": 15.0},
+                      eta_s=None, by="audio duration")
+        prog.callback("track", track="a", failed=False, failures=0)
+        prog.callback("track", track="b", failed=True, failures=1)
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "plan: 2 track(s) with work due"
+    assert lines[1].startswith("warming up")
+    assert lines[2].startswith("progress: 1/2 tracks, 25% of the work")
+    assert "eta" in lines[2] and "realtime" in lines[2]
+    assert lines[3].startswith("progress: 2/2 tracks, 100% of the work") and "1 failed" in lines[3]
+    assert len(lines) == 4  # the closing line is not repeated
+
+
+def test_silent_when_disabled() -> None:
+    buf = io.StringIO()
+    with RunProgress(Console(file=buf), enabled=False, log_lines=False) as prog:
+        prog.callback("plan", tracks=1, due=1, unavailable={})
+        prog.callback("track", track="a", failed=False, failures=0)
+    assert buf.getvalue() == ""

@@ -1,0 +1,79 @@
+"""Per-machine rates: location (XDG), blending, atomic merged saves, robustness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mirflow.run import rates as ratesmod
+from mirflow.run.rates import RateBook
+
+
+def test_cache_dir_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert ratesmod.default_path() == tmp_path / "xdg" / "mirflow" / "rates.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert ratesmod.default_path() == tmp_path / "home" / ".cache" / "mirflow" / "rates.json"
+
+
+def test_unknown_until_observed_then_blended(tmp_path: Path) -> None:
+    path = tmp_path / "rates.json"
+    book = RateBook(path)
+    assert book.get("loudness", "cpu", "abc") is None
+    book.observe("loudness", "cpu", "abc", compute_s=2.0, audio_s=100.0, tracks=4)
+    book.save()
+    again = RateBook(path)
+    rate = again.get("loudness", "cpu", "abc")
+    assert rate is not None and rate.per_audio_second == pytest.approx(0.02)
+    assert rate.tracks == 4
+    # other params, device or machine: no rate
+    assert again.get("loudness", "cpu", "other") is None
+    assert again.get("loudness", "cuda:X", "abc") is None
+    assert RateBook(path, machine_id="another-machine").get("loudness", "cpu", "abc") is None
+    # a second run blends: history halved, new measurement added
+    again.observe("loudness", "cpu", "abc", compute_s=4.0, audio_s=100.0, tracks=4)
+    again.save()
+    blended = RateBook(path).get("loudness", "cpu", "abc")
+    assert blended.per_audio_second == pytest.approx((0.5 * 2.0 + 4.0) / (0.5 * 100 + 100))
+    assert blended.tracks == 8
+
+
+def test_saves_merge_with_other_runs(tmp_path: Path) -> None:
+    path = tmp_path / "rates.json"
+    a, b = RateBook(path), RateBook(path)  # two runs that started at the same time
+    a.observe("tonal", "cpu", "h1", compute_s=1.0, audio_s=10.0, tracks=1)
+    b.observe("rhythm", "cpu", "h2", compute_s=3.0, audio_s=10.0, tracks=1)
+    a.save()
+    b.save()
+    book = RateBook(path)
+    assert book.get("tonal", "cpu", "h1") and book.get("rhythm", "cpu", "h2")
+    assert not list(tmp_path.glob("*.part"))  # atomic write left no temporary behind
+
+
+def test_corrupt_or_foreign_file_is_ignored_and_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "rates.json"
+    path.write_text("{not json")
+    book = RateBook(path)
+    assert book.get("loudness", "cpu", "x") is None
+    book.observe("loudness", "cpu", "x", compute_s=1.0, audio_s=50.0, tracks=1)
+    book.save()
+    assert json.loads(path.read_text())["format"] == ratesmod.FORMAT
+    assert RateBook(path).get("loudness", "cpu", "x") is not None
+
+
+def test_unwritable_cache_does_not_raise(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    book = RateBook(blocker / "sub" / "rates.json")  # parent is a file: cannot be created
+    book.observe("loudness", "cpu", "x", compute_s=1.0, audio_s=5.0, tracks=1)
+    book.save()  # logged, not raised
+
+
+def test_zero_audio_is_not_a_rate(tmp_path: Path) -> None:
+    book = RateBook(tmp_path / "r.json")
+    book.observe("loudness", "cpu", "x", compute_s=1.0, audio_s=0.0, tracks=1)
+    book.save()
+    assert not (tmp_path / "r.json").exists()

@@ -1,0 +1,119 @@
+"""Run timing: header durations, the per-analyzer / per-stage report, estimates from rates."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from conftest import sine, write_track
+from mirflow.analyzers.base import Analyzer
+from mirflow.core.dataset import discover
+from mirflow.core.sidecar import AnalyzerResult
+from mirflow.run.rates import RateBook
+from mirflow.run.timing import AcceleratorMonitor, Timing, device_labels, header_duration
+
+
+class Cpu(Analyzer):
+    name: ClassVar[str] = "cpu_a"
+
+
+class Gpu(Analyzer):
+    name: ClassVar[str] = "gpu_a"
+    device: ClassVar[str] = "gpu"
+
+
+def test_header_duration(dataset: Path) -> None:
+    flac = write_track(dataset, "a", sine(seconds=2.5, sr=44100))
+    ogg = write_track(dataset, "b", sine(seconds=1.5, sr=48000), 48000, ext="ogg")
+    assert header_duration(flac) == pytest.approx(2.5, abs=1e-3)
+    assert header_duration(ogg) == pytest.approx(1.5, abs=0.05)
+    junk = dataset / "c" / "full_mix.mp3"
+    junk.parent.mkdir()
+    junk.write_bytes(b"not audio at all" * 10)
+    assert header_duration(junk) is None
+
+
+def test_device_labels_without_accelerator() -> None:
+    ans = {"cpu_a": Cpu(), "gpu_a": Gpu()}
+    assert device_labels(ans, "cpu") == {"cpu_a": "cpu", "gpu_a": "cpu"}
+
+
+def _result(seconds: float, status: str = "ok") -> AnalyzerResult:
+    return AnalyzerResult(status=status, seconds=seconds)
+
+
+def test_report_and_rates(dataset: Path, tmp_path: Path) -> None:
+    write_track(dataset, "short", sine(seconds=2.0))
+    write_track(dataset, "long", sine(seconds=6.0))
+    tracks = {t.name: t for t in discover(dataset)}
+    ans = {"cpu_a": Cpu(), "gpu_a": Gpu()}
+    book = RateBook(tmp_path / "rates.json")
+    timing = Timing(ans, unavailable={}, device="cpu", workers=2, rates=book)
+    timing.planned(dataset, {t: ("cpu_a", "gpu_a") for t in tracks.values()})
+    events: list[tuple[str, dict[str, Any]]] = []
+    deadline = time.time() + 10
+    while not events and time.time() < deadline:
+        timing.poll(lambda e, **d: events.append((e, d)))
+        time.sleep(0.01)
+    (name, est), = events
+    assert name == "estimate" and est["eta_s"] is None  # no rates yet: weighed by audio
+    assert est["by"] == "audio duration"
+    assert est["weights"] == pytest.approx({"short": 2.0, "long": 6.0}, abs=1e-3)
+    timing.track_done(tracks["short"], {"cpu_a": _result(0.2), "gpu_a": _result(0.4)})
+    timing.track_done(tracks["long"], {"cpu_a": _result(0.6), "gpu_a": _result(9.0, "error")})
+    report = timing.finish(4.0)
+    a = report["analyzers"]
+    assert a["cpu_a"] == {"tracks": 2, "compute_s": 0.8, "audio_s": 8.0, "device": "cpu",
+                          "x_realtime": 10.0}
+    assert a["gpu_a"]["tracks"] == 1 and a["gpu_a"]["x_realtime"] == 5.0  # failures not counted
+    # on the CPU every analyzer shares the workers: busy 1.2 s of 2 slots x 4 s
+    assert report["stages"] == {"workers": {"slots": 2, "busy_s": 1.2, "busy_fraction": 0.15}}
+    assert report["accelerator"]["busy_fraction"] is None
+    assert report["accelerator"]["source"].startswith("n/a")
+    assert report["first_result_s"] is not None and report["audio_s"] == 8.0
+    # the rates were saved: the next estimate uses them (compute seconds per track / workers)
+    book2 = RateBook(tmp_path / "rates.json")
+    assert book2.get("cpu_a", "cpu", ans["cpu_a"].params_hash()).per_audio_second == pytest.approx(0.1)
+    nxt = Timing(ans, unavailable={}, device="cpu", workers=2, rates=book2)
+    est2 = nxt._build_estimate(dataset, [(tracks["long"], ("cpu_a", "gpu_a"))])
+    assert est2["by"] == "rates"
+    assert est2["weights"]["long"] == pytest.approx(6.0 * (0.1 + 0.2), rel=1e-3)
+    assert est2["eta_s"] == pytest.approx(6.0 * 0.3 / 2, rel=1e-3)
+
+
+def test_stages_declared_by_the_executor(dataset: Path, tmp_path: Path) -> None:
+    write_track(dataset, "t", sine(seconds=1.0))
+    track = discover(dataset)[0]
+
+    class Exec:
+        stages = {"gpu": (1, ["gpu_a"]), "cpu": (3, ["cpu_a"])}
+
+    ans = {"cpu_a": Cpu(), "gpu_a": Gpu()}
+    timing = Timing(ans, unavailable={}, workers=3, rates=RateBook(tmp_path / "r.json"))
+    timing.track_done(track, {"cpu_a": _result(1.5), "gpu_a": _result(1.0)})
+    stages = timing.finish(2.0, Exec())["stages"]
+    assert stages["gpu"] == {"slots": 1, "busy_s": 1.0, "busy_fraction": 0.5}
+    assert stages["cpu"] == {"slots": 3, "busy_s": 1.5, "busy_fraction": 0.25}
+    # an executor that measures its own stages reports them directly
+    t2 = Timing(ans, unavailable={}, workers=1, rates=RateBook(tmp_path / "r.json"))
+    t2.stage_busy("decode", 1.0, slots=2)
+    assert t2.finish(1.0)["stages"] == {"decode": {"slots": 2, "busy_s": 1.0, "busy_fraction": 0.5}}
+
+
+def test_accelerator_monitor_without_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name: str, *a: Any, **k: Any) -> Any:
+        if name == "pynvml":
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    mon = AcceleratorMonitor(0)
+    assert mon.start() is False and "nvidia-ml-py" in mon.note
+    assert mon.stop() is None
