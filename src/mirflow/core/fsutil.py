@@ -11,9 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-#: Prefix of every temporary file mirflow writes (sidecars, stems, model files): dataset discovery
-#: ignores such files and a track lease deletes stale ones. Defined here, the one place that names it.
-TMP_PREFIX = ".mirflow-tmp-"
+from .dataset import TMP_PREFIX
 
 
 def fsync_dir(folder: Path) -> None:
