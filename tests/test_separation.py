@@ -24,10 +24,12 @@ pytest.importorskip("demucs")
 from conftest import mirflow, sidecar, write_track  # noqa: E402
 from tiny_demucs import SOURCES, clip, save_repo, tiny_htdemucs  # noqa: E402
 
-from mirflow.analyzers import separation as sepmod  # noqa: E402
-from mirflow.analyzers.separation import Separation, stem_complete, write_stems  # noqa: E402
+from mirflow.analyzers.separation import SeparationAnalyzer  # noqa: E402
+from mirflow.core import devices  # noqa: E402
 from mirflow.core.audio import TrackContext  # noqa: E402
-from mirflow.core.errors import ConfigError, DecodeError  # noqa: E402
+from mirflow.core.errors import ConfigError, DecodeError, ModelUnavailableError  # noqa: E402
+from mirflow.core.stems_io import stem_complete, write_stems  # noqa: E402
+from mirflow.models import precision as precmod  # noqa: E402
 
 SR = 44100
 
@@ -67,8 +69,8 @@ def make_tracks(root: Path, lengths=(2.0, 3.0, 0.6), *, sr: int = SR) -> list[Pa
     return [write_track(root, f"track {i}", clip(s, seed=i), sr) for i, s in enumerate(lengths)]
 
 
-def separator(repo: Path, **params) -> Separation:
-    sep = Separation(model="tiny", repo=str(repo), **params)
+def separator(repo: Path, **params) -> SeparationAnalyzer:
+    sep = SeparationAnalyzer(model="tiny", repo=str(repo), **params)
     sep.setup("cpu")
     return sep
 
@@ -268,78 +270,107 @@ def test_write_stems_is_all_or_nothing(tmp_path: Path) -> None:
 # -- configuration and availability -------------------------------------------------------------------
 
 def test_params_hash_ignores_batch_device_and_repo(repo: Path) -> None:
-    base = Separation().params_hash()
-    assert Separation(batch=8, device="cpu").params_hash() == base
+    base = SeparationAnalyzer().params_hash()
+    assert SeparationAnalyzer(batch=8, device="cpu").params_hash() == base
     moved = repo.parent / "moved-repo"
     if not moved.exists():
         shutil.copytree(repo, moved)
-    assert Separation(model="tiny", repo=str(moved), batch=2).params_hash() == \
-        Separation(model="tiny", repo=str(repo)).params_hash()  # where the weights are does not matter
-    assert Separation(precision="bf16").params_hash() != base
-    assert Separation(shifts=1).params_hash() != base
+    assert SeparationAnalyzer(model="tiny", repo=str(moved), batch=2).params_hash() == \
+        SeparationAnalyzer(model="tiny", repo=str(repo)).params_hash()  # where the weights are does not matter
+    assert SeparationAnalyzer(precision="bf16").params_hash() != base
+    assert SeparationAnalyzer(shifts=1).params_hash() != base
     other = save_repo(repo.parent / "other-weights", "tiny", [tiny_htdemucs(seed=3)], sigs=["f00df00d"])
-    assert Separation(model="tiny", repo=str(other)).params_hash() != \
-        Separation(model="tiny", repo=str(repo)).params_hash()  # same name, other weights
+    assert SeparationAnalyzer(model="tiny", repo=str(other)).params_hash() != \
+        SeparationAnalyzer(model="tiny", repo=str(repo)).params_hash()  # same name, other weights
     for bad in ({"precision": "int8"}, {"stem_format": "mp3"}, {"stem_bits": 20}, {"overlap": 1.0},
                 {"shifts": -1}, {"batch": 0}, {"segment": 0}):
         with pytest.raises(ConfigError):
-            Separation(**bad)
+            SeparationAnalyzer(**bad)
 
 
 def test_unavailable_reasons_say_how_to_get_weights(repo: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Separation(model="tiny", repo=str(repo)).unavailable_reason() is None
-    assert Separation(model="abc00000", repo=str(repo)).unavailable_reason() is None
-    msg = Separation(model="htdemucs", repo=str(repo)).unavailable_reason()
+    assert SeparationAnalyzer(model="tiny", repo=str(repo)).unavailable_reason() is None
+    assert SeparationAnalyzer(model="abc00000", repo=str(repo)).unavailable_reason() is None
+    msg = SeparationAnalyzer(model="htdemucs", repo=str(repo)).unavailable_reason()
     assert "htdemucs" in msg and "--sep-repo" in msg and "tiny" in msg
-    assert "does not exist" in Separation(repo=str(tmp_path / "nowhere")).unavailable_reason()
+    assert "does not exist" in SeparationAnalyzer(repo=str(tmp_path / "nowhere")).unavailable_reason()
     broken = save_repo(tmp_path / "broken", "tiny", [tiny_htdemucs()], sigs=["deadbeef"])
     next(broken.glob("deadbeef*.th")).unlink()
-    assert "deadbeef" in Separation(model="tiny", repo=str(broken)).unavailable_reason()
+    assert "deadbeef" in SeparationAnalyzer(model="tiny", repo=str(broken)).unavailable_reason()
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    msg = Separation().unavailable_reason()
+    msg = SeparationAnalyzer().unavailable_reason()
     assert "not available offline" in msg and "--sep-repo" in msg and "get_model('htdemucs')" in msg
     ckpt = tmp_path / "torch" / "hub" / "checkpoints"
     ckpt.mkdir(parents=True)
     (ckpt / "955717e8-8726e21a.th").write_bytes(b"x")  # htdemucs' weights, as Demucs caches them
-    assert Separation().unavailable_reason() is None
+    assert SeparationAnalyzer().unavailable_reason() is None
     snap = tmp_path / "hf" / "models--adefossez--HTDemucs-6s" / "snapshots" / "0123"
     snap.mkdir(parents=True)
     (snap / "htdemucs_6s.yaml").write_text("models: ['5c90dfd2']\n")
     (snap / "5c90dfd2.safetensors").write_bytes(b"x")
-    assert Separation(model="htdemucs_6s").unavailable_reason() is None
+    assert SeparationAnalyzer(model="htdemucs_6s").unavailable_reason() is None
 
 
 def test_module_import_does_not_import_torch() -> None:
-    code = ("import sys; from mirflow.analyzers.separation import Separation as S; "
+    code = ("import sys; from mirflow.analyzers.separation import SeparationAnalyzer as S; "
             "S().unavailable_reason(); S().params_hash(); S().output_files(__import__('pathlib').Path('.'), {}); "
             "assert 'torch' not in sys.modules and 'demucs' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
-def test_precision_and_device_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sepmod, "_cpu_flags", lambda: {"avx2", "fma"})
-    prec, why = sepmod.resolve_precision("bf16", "cpu")
+def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precmod, "_cpu_flags", lambda: {"avx2", "fma"})
+    prec, why = precmod.resolve_precision("bf16", devices.CPU)
     assert prec == "fp32" and "lacks native bf16" in why
-    monkeypatch.setattr(sepmod, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    assert sepmod.resolve_precision("bf16", "cpu") == ("bf16", None)
-    prec, why = sepmod.resolve_precision("fp16", "cpu")
+    monkeypatch.setattr(precmod, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert precmod.resolve_precision("bf16", devices.CPU) == ("bf16", None)
+    prec, why = precmod.resolve_precision("fp16", devices.CPU)
     assert prec == "fp32" and "accelerators" in why
-    assert sepmod.resolve_precision("fp32", "cpu") == ("fp32", None)
-    assert sepmod.resolve_device("cpu") == "cpu"
-    if not torch.cuda.is_available():
-        assert sepmod.resolve_device("auto") in ("cpu", "mps")
-        with pytest.raises(ConfigError, match="no CUDA"):
-            sepmod.resolve_device("cuda:0")
-    with pytest.raises(ConfigError):
-        sepmod.resolve_device("tpu")
+    assert precmod.resolve_precision("fp32", devices.CPU) == ("fp32", None)
+    monkeypatch.setattr(precmod, "_cpu_flags", lambda: set())
+    assert "cannot read CPU flags" in precmod.resolve_precision("bf16", devices.CPU)[1]
+    with pytest.raises(ValueError):
+        precmod.resolve_precision("int8", devices.CPU)
+
+
+def test_separation_device_comes_from_the_one_resolver(repo: Path) -> None:
+    """The ``device`` parameter is checked against this machine when the parameters are validated,
+    and ``setup()`` runs on the device it is given (already resolved by the run)."""
+    assert SeparationAnalyzer(device="cpu").params["device"] == "cpu"
+    with pytest.raises(ConfigError, match=r"separation\.device = 'tpu'.*unknown device"):
+        SeparationAnalyzer(device="tpu")
+    if not any(d.kind == "cuda" for d in devices.available()):
+        with pytest.raises(ConfigError, match=r"separation\.device = 'cuda:0'.*not available.*it has: cpu"):
+            SeparationAnalyzer(device="cuda:0")
+    if not any(d.kind == "cuda" and d.index == 7 for d in devices.available()):
+        with pytest.raises(ConfigError, match="cuda:7"):
+            SeparationAnalyzer(device="cuda:7")
+    sep = SeparationAnalyzer(model="tiny", repo=str(repo))
+    sep.setup(devices.CPU)  # a resolved Device, as the run passes it
+    assert sep._device == devices.CPU and next(sep._model.parameters()).device.type == "cpu"
+    sep.teardown()
+
+
+def test_cli_separation_on_a_missing_gpu_exits_2_with_one_line(repo: Path, dataset: Path) -> None:
+    """``--set separation.device=cuda:0`` on a machine without that GPU: exit 2, one line, no work."""
+    if any(d.kind == "cuda" for d in devices.available()):
+        pytest.skip("this machine has a CUDA GPU")
+    (mix,) = make_tracks(dataset, (0.5,))
+    res = mirflow("run", str(dataset), "-a", "separation", "--sep-repo", str(repo), "--sep-model", "tiny",
+                  "--set", "separation.device=cuda:0")
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cuda:0" in lines[0] and "not available" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert sorted(p.name for p in mix.parent.iterdir()) == ["full_mix.flac"]
 
 
 def test_bf16_path_runs_and_stays_close(repo: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sepmod, "_cpu_flags", lambda: {"avx512_bf16"})  # run autocast even without it
+    monkeypatch.setattr(precmod, "_cpu_flags", lambda: {"avx512_bf16"})  # run autocast even without it
     (mix,) = make_tracks(dataset, (1.5,))
     fp32 = separator(repo, stem_format="wav")
     fp32.analyze(TrackContext(mix))

@@ -20,12 +20,11 @@ from pathlib import Path
 
 from .audio import AUDIO_EXTENSIONS
 from .errors import DatasetError
+from .fsutil import TMP_PREFIX  # discovery ignores temporaries; re-exported for callers
 
 log = logging.getLogger(__name__)
 
 MIX_NAME = "full_mix"
-#: Prefix of every temporary file mirflow writes; discovery ignores them, leases clean stale ones.
-TMP_PREFIX = ".mirflow-tmp-"
 LOCK_NAME = ".mirflow.lock"
 SIDECAR_SUFFIX = ".INFO"
 #: When a folder holds several ``full_mix.*`` files, the first extension in this order wins.

@@ -11,7 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from .dataset import TMP_PREFIX
+#: Prefix of every temporary file mirflow writes (sidecars, stems, model files): dataset discovery
+#: ignores such files and a track lease deletes stale ones. Defined here, the one place that names it.
+TMP_PREFIX = ".mirflow-tmp-"
 
 
 def fsync_dir(folder: Path) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .dataset import TMP_PREFIX, Track
+from .dataset import Track
+from .fsutil import TMP_PREFIX
 
 log = logging.getLogger(__name__)
 
