@@ -39,7 +39,7 @@ def make_analysed_dataset(root: Path) -> Path:
     sf.write(stems_dir / "bass.flac", (song * 0.1).T, SR)
     (root / "broken").mkdir()
     (root / "broken" / "full_mix.ogg").write_bytes(b"OggS but not really" * 4)
-    mirflow.run(root, analyzers=["loudness", "rhythm", "stems"], executor="serial")
+    mirflow.run(root, analyzers=["loudness", "spectral", "tonal", "rhythm", "stems"], executor="serial")
     info = root / "song two" / "song two.INFO"
     data = json.loads(info.read_text())
     data["my_label"] = "keep"

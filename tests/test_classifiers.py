@@ -160,17 +160,27 @@ def test_sessions_created_once_for_many_tracks(tmp_path, monkeypatch):
     assert set(a.sessions_created.values()) == {1}
 
 
-def test_thread_pinning_follows_the_executor(tmp_path, monkeypatch):
+def test_thread_count_is_passed_by_the_worker_not_read_from_the_environment(tmp_path, monkeypatch):
+    from mirflow.run.worker import AnalyzerSpec, Worker
+
     tm.install_single_stage(tmp_path, keys=("danceability",))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    a = clf.ClassifiersAnalyzer(models_dir=str(tmp_path))
-    a.setup("cpu")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # ignored: the executor's plan arrives as `threads`
+    worker = Worker([AnalyzerSpec("classifiers", {"models_dir": str(tmp_path)})], device="cpu",
+                    threads=1)
+    a = worker.analyzer("classifiers")
     opts = a.runners["danceability-vggish-audioset-1"].session.get_session_options()
     assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    assert clf.intra_op_threads() == 0
+    b = clf.ClassifiersAnalyzer(models_dir=str(tmp_path))
+    b.setup("cpu")  # no count given: ONNX Runtime's default (0)
+    assert b.runners["danceability-vggish-audioset-1"].session.get_session_options().intra_op_num_threads == 0
+
+
+def test_providers_follow_the_resolved_device():
     assert clf.onnx_providers("cpu") == ["CPUExecutionProvider"]
-    assert clf.onnx_providers("gpu")[-1] == "CPUExecutionProvider"
+    assert clf.onnx_providers("mps") == ["CPUExecutionProvider"]  # ONNX Runtime has no MPS provider
+    cuda = clf.onnx_providers("cuda:1")
+    assert cuda[-1] == "CPUExecutionProvider"
+    assert all(p[1] == {"device_id": 1} for p in cuda[:-1])
 
 
 def test_short_audio_gives_none_with_a_reason_and_bad_audio_fails_alone(tmp_path):

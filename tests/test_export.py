@@ -41,7 +41,7 @@ def test_parquet_columns_types_and_provenance(analysed: Path, tmp_path: Path) ->
     assert one["channels"] == 2 and one["codec"] == "flac"
     assert rows["song two"]["codec"] == "pcm_16" and rows["song two"]["my_label"] == "keep"
     assert one["lufs"] == sidecar(analysed / "a" / "song one")["lufs"]
-    assert one["failed"] is None and set(rows["broken"]["failed"]) == {"loudness", "rhythm"}  # stems: blocked, not failed
+    assert one["failed"] is None and set(rows["broken"]["failed"]) == {"loudness", "spectral", "tonal", "rhythm"}  # stems: blocked, not failed
     assert rows["broken"]["duration_s"] is None and rows["broken"]["lufs"] is None
     assert rows["with stems"]["stems_analyzed"] == ["bass", "drums"]
 

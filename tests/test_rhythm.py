@@ -94,3 +94,51 @@ def test_silence_short_steady_tone_and_noise():
     out = RhythmAnalyzer().analyze(TrackContext.from_array(noise, SR))
     json.dumps(out, allow_nan=False)
     assert out["bpm_confidence"] is None or out["bpm_confidence"] < 0.4
+
+
+def test_bpm_candidates_offer_the_other_metrical_level():
+    bpm = 96.0
+    y = synth_song(bpm=bpm, key="E", scale="major", seconds=12, sr=SR, seed=21)
+    out = RhythmAnalyzer().analyze(TrackContext.from_array(y, SR))
+    cands = out["bpm_candidates"]
+    assert len(cands) == 2 and cands[0]["bpm"] == out["bpm"]
+    assert out["bpm"] == pytest.approx(bpm, rel=0.02)
+    ratio = cands[1]["bpm"] / cands[0]["bpm"]
+    assert min(abs(ratio / r - 1) for r in (0.5, 2.0, 1 / 3, 3.0)) <= 0.03
+    assert cands[0]["salience"] + cands[1]["salience"] == pytest.approx(1.0, abs=2e-3)
+    assert cands[0]["salience"] > cands[1]["salience"]
+    json.dumps(out, allow_nan=False)
+
+
+def test_metrical_candidates_pick_the_strongest_relative():
+    from mirflow.analyzers.rhythm import metrical_candidates
+
+    grid = np.arange(40.0, 200.01, 0.05)
+    score = np.zeros_like(grid)
+    score[np.argmin(abs(grid - 90))] = 3.0
+    score[np.argmin(abs(grid - 181))] = 1.0      # double tempo, 0.6 % off
+    score[np.argmin(abs(grid - 45))] = 0.5       # half tempo, weaker
+    score[np.argmin(abs(grid - 130))] = 2.0      # not a metrical relative: ignored
+    cands = metrical_candidates(score, grid, int(np.argmax(score)))
+    assert [round(b) for b, _ in cands] == [90, 181]
+    assert cands[0][1] == pytest.approx(0.75) and cands[1][1] == pytest.approx(0.25)
+    lone = np.zeros_like(grid)
+    lone[np.argmin(abs(grid - 150))] = 1.0        # 75 and 50 BPM have no evidence at all
+    assert metrical_candidates(lone, grid, int(np.argmax(lone))) == [(pytest.approx(150.0), 1.0)]
+
+
+def _hf_tone(sr: int, seconds: float = 4.0, hz: float = 12000.0) -> np.ndarray:
+    """A tone above 11.025 kHz with 50 ms fades (no click that would reach the 22.05 kHz view)."""
+    n = int(seconds * sr)
+    fade = np.hanning(2 * int(0.05 * sr))
+    w = np.ones(n)
+    w[:fade.size // 2], w[-(fade.size // 2):] = fade[:fade.size // 2], fade[fade.size // 2:]
+    return (0.5 * np.sin(2 * np.pi * hz * np.arange(n) / sr) * w).astype(np.float32)
+
+
+def test_content_only_above_11_khz_is_not_called_silent():
+    out = RhythmAnalyzer().analyze(TrackContext.from_array(_hf_tone(48000), 48000))
+    assert all(out[k] is None for k in RhythmAnalyzer.outputs)
+    assert out["_note"].startswith("no content below 11 kHz") and "48 kHz mix" in out["_note"]
+    quiet = RhythmAnalyzer().analyze(TrackContext.from_array(1e-5 * _hf_tone(48000), 48000))
+    assert quiet["_note"].startswith("silent")

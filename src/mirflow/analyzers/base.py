@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from types import UnionType
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from ..core.audio import TrackContext
 from ..core.errors import ConfigError
@@ -33,17 +35,55 @@ class AnalyzerParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def _describe_validation(analyzer: str, raw: dict[str, Any], exc: ValidationError) -> str:
-    """One line per problem: ``spectral.rolloff_percent = 1.5: Input should be less than 1``."""
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
+def _type_words(annotation: Any) -> str:
+    """``float`` -> ``"a number"``, ``Literal["a", "b"]`` -> ``"one of 'a', 'b'"`` (for messages)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, UnionType):
+        parts = [_type_words(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" (or unset)" if type(None) in args else "")
+    if origin in (list, tuple, set, frozenset):
+        inner = _type_words(args[0]) if args else "values"
+        return "a list of " + inner.removeprefix("a ").removeprefix("an ")
+    if origin is dict:
+        return "a table"
+    return _TYPE_WORDS.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def describe_param(field: FieldInfo) -> str:
+    """What a parameter accepts, in words: ``"a number, > 0 and < 1"``, ``"one of 'a', 'b'"``."""
+    text = _type_words(field.annotation)
+    bounds = []
+    for m in field.metadata:
+        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            value = getattr(m, attr, None)
+            if value is not None:
+                bounds.append(f"{sign} {value:g}" if isinstance(value, float) else f"{sign} {value}")
+    return text + (", " + " and ".join(bounds) if bounds else "")
+
+
+def _describe_validation(analyzer: str, params: type[AnalyzerParams], raw: dict[str, Any],
+                         exc: ValidationError) -> str:
+    """One clause per problem, naming key, value and what is allowed:
+    ``spectral.rolloff_percent = 1.5: Input should be less than 1 (allowed: a number, > 0 and < 1)``."""
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         key = str(err["loc"][0]) if err["loc"] else ""
         if err["type"] == "extra_forbidden":
-            problems.append(f"{analyzer}.{loc}: no such parameter")
+            known = ", ".join(params.model_fields) or "none"
+            problems.append(f"{analyzer}.{loc}: no such parameter (parameters of {analyzer}: {known})")
             continue
         value = raw.get(key, err.get("input"))
-        problems.append(f"{analyzer}.{loc} = {value!r}: {err['msg']}")
+        shown = json.dumps(value) if isinstance(value, (bool, type(None))) else repr(value)
+        field = params.model_fields.get(key)
+        allowed = (f" (allowed: {describe_param(field)})"
+                   if field is not None and err["type"] != "literal_error" else "")
+        problems.append(f"{analyzer}.{loc} = {shown}: {err['msg']}{allowed}")
     return "; ".join(problems)
 
 
@@ -72,6 +112,16 @@ class Analyzer:
     Params : type[AnalyzerParams]
         The declared parameters (types, ranges, choices, defaults); user configuration overrides
         the defaults and is validated against it when the analyzer is built.
+
+    Instance attributes
+    -------------------
+    params : dict
+        The validated parameters (defaults filled in).
+    threads : int
+        CPU threads the analyzer may give its own thread pools (ONNX Runtime, PyTorch intra-op);
+        set by the worker before :meth:`setup` from the executor's plan (one per worker process
+        in the local executor); 0 = the library's default. Analyzers never read it from the
+        environment.
     """
 
     name: ClassVar[str] = ""
@@ -82,14 +132,13 @@ class Analyzer:
     outputs: ClassVar[tuple[str, ...]] = ()
     batchable: ClassVar[bool] = False
     Params: ClassVar[type[AnalyzerParams]] = AnalyzerParams
+    threads: int = 0
 
     def __init__(self, **params: Any) -> None:
         try:
             validated = self.Params.model_validate(params)
         except ValidationError as exc:
-            known = ", ".join(self.Params.model_fields) or "none"
-            raise ConfigError(f"{_describe_validation(self.name, params, exc)} "
-                              f"(parameters of {self.name}: {known})") from None
+            raise ConfigError(_describe_validation(self.name, self.Params, params, exc)) from None
         #: The validated parameters as plain values (defaults filled in).
         self.params: dict[str, Any] = validated.model_dump()
 
@@ -124,7 +173,12 @@ class Analyzer:
         return None
 
     def setup(self, device: str = "cpu") -> None:
-        """Create heavy state (models, sessions) once per worker. ``device`` is chosen by the executor."""
+        """Create heavy state (models, sessions) once per worker.
+
+        ``device`` is the run's device, resolved once in configuration (:mod:`mirflow.core.devices`)
+        and spelled as PyTorch does: ``cpu``, ``cuda:N`` (NVIDIA or ROCm) or ``mps``. Analyzers use
+        it as given and never probe the hardware themselves.
+        """
 
     def teardown(self) -> None:
         """Release heavy state at the end of a run."""
@@ -137,15 +191,24 @@ class Analyzer:
         explaining e.g. why values are ``None``: silence, too short) goes into the analyzer's
         sidecar record as ``note``; ``"_record"`` (a dict) is merged into the record itself, for
         bookkeeping that ``outputs_valid`` needs (e.g. stem frame counts) but users don't.
-        Raise :class:`~mirflow.errors.Blocked` when an input other than the mix is missing, any
+        Raise :class:`~mirflow.core.errors.Blocked` when an input other than the mix is missing, any
         other exception to fail this track (the message is recorded).
+
+        An analyzer that implements only :meth:`analyze_batch` gets this for free: one track is a
+        batch of one.
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement analyze()")
+        if type(self).analyze_batch is Analyzer.analyze_batch:
+            raise NotImplementedError(f"{type(self).__name__} must implement analyze() or analyze_batch()")
+        out = self.analyze_batch([ctx])[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
 
     def analyze_batch(self, ctxs: list[TrackContext]) -> list[dict[str, Any] | BaseException]:
         """Compute several tracks at once; one result (or the exception for that track) per context.
 
-        The default runs :meth:`analyze` per track; batching analyzers override it.
+        The default runs :meth:`analyze` per track; batching analyzers override it (and may then
+        leave :meth:`analyze` to the base class).
         """
         out: list[dict[str, Any] | BaseException] = []
         for ctx in ctxs:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -36,6 +35,7 @@ import numpy as np
 
 from ..models import registry as models
 from ..models import vggish
+from ..core import devices
 from ..core.audio import TrackContext
 from ..core.errors import ConfigError, ModelUnavailableError
 from . import register
@@ -274,29 +274,21 @@ def run_batched(runner: OnnxRunner | EssentiaRunner, x: np.ndarray, batch: int) 
 
 
 def onnx_providers(device: str) -> list[str | tuple[str, dict[str, Any]]]:
-    """Execution providers for ``device`` among those available.
+    """ONNX Runtime execution providers for a resolved ``device`` among those installed.
 
-    ``cpu``: the CPU provider only. ``auto``, ``gpu``, ``cuda``, ``cuda:N``, ``rocm:N``: the available
-    accelerator providers (CUDA, ROCm, MIGraphX, in that order; ``:N`` selects the device) and the
-    CPU provider as fallback.
+    ``cuda:N`` (NVIDIA or AMD ROCm, as :mod:`mirflow.core.devices` resolves them): the available
+    accelerator providers (CUDA, ROCm, MIGraphX, in that order) on device ``N``, then the CPU
+    provider as fallback. ``cpu`` and ``mps`` (ONNX Runtime has no MPS provider): the CPU provider.
     """
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    if device == "cpu":
+    kind, _, index = device.partition(":")
+    if kind != "cuda":
         return ["CPUExecutionProvider"]
-    _, _, index = device.partition(":")
-    chosen: list[str | tuple[str, dict[str, Any]]] = []
-    for p in GPU_PROVIDERS:
-        if p in available:
-            chosen.append((p, {"device_id": int(index)}) if index.isdigit() else p)
+    available = ort.get_available_providers()
+    chosen: list[str | tuple[str, dict[str, Any]]] = [
+        (p, {"device_id": int(index or 0)}) for p in GPU_PROVIDERS if p in available]
     return chosen + ["CPUExecutionProvider"]
-
-
-def intra_op_threads() -> int:
-    """Threads for ONNX Runtime: the executor's pin (``OMP_NUM_THREADS``) when set, else 0 (default)."""
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 0
 
 
 # -- the analyzer ----------------------------------------------------------------------------------
@@ -333,7 +325,8 @@ class ClassifiersAnalyzer(Analyzer):
         batch: int = Field(64, ge=1, description="VGGish patches per inference call")
         series: bool = Field(False, description="also store the per-patch values as <key>_series")
         models_dir: str | None = Field(None, description="folder searched first for model files")
-        device: str = Field("auto", description="overrides the run's device for the classifiers")
+        device: str = Field("auto", description="overrides the run's device for the classifiers "
+                                                "(auto: the run's; cpu, cuda:N, rocm:N, mps)")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -376,7 +369,10 @@ class ClassifiersAnalyzer(Analyzer):
         reason = self.unavailable_reason()
         if reason:
             raise ModelUnavailableError(reason)
-        wanted = self.params["device"] if self.params["device"] != "auto" else device
+        # the run resolved both (build_options); resolving again is a no-op that also serves
+        # callers of the Python API who pass "auto"
+        wanted = str(devices.resolve(self.params["device"] if self.params["device"] != "auto"
+                                     else device))
         uses: dict[str, ModelUse] = {}
         for route in self.resolution().routes.values():
             for use in (route.embedding, route.model):
@@ -391,7 +387,7 @@ class ClassifiersAnalyzer(Analyzer):
                     if providers is None:
                         providers = onnx_providers(wanted)
                     self.runners[name] = OnnxRunner(use, providers=providers,
-                                                    intra_threads=intra_op_threads())
+                                                    intra_threads=self.threads)
                 else:
                     self.runners[name] = EssentiaRunner(use)
             except ModelUnavailableError:
@@ -408,12 +404,6 @@ class ClassifiersAnalyzer(Analyzer):
         self.runners.clear()
 
     # -- work ---------------------------------------------------------------------------------
-    def analyze(self, ctx: TrackContext) -> dict[str, Any]:
-        out = self.analyze_batch([ctx])[0]
-        if isinstance(out, BaseException):
-            raise out
-        return out
-
     def analyze_batch(self, ctxs: list[TrackContext]) -> list[dict[str, Any] | BaseException]:
         if not self.runners:
             self.setup("cpu")

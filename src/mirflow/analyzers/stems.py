@@ -26,7 +26,7 @@ from .base import Analyzer, AnalyzerParams
 
 
 @register
-class StemFeatures(Analyzer):
+class StemsAnalyzer(Analyzer):
     """Runs ``params["analyzers"]`` (default loudness and spectral) on each stem; keys ``<stem>_<key>``."""
 
     name: ClassVar[str] = "stems"
@@ -37,6 +37,9 @@ class StemFeatures(Analyzer):
     class Params(AnalyzerParams):
         analyzers: list[str] = Field(["loudness", "spectral"],
                                      description="analyzers run on every stem")
+        params: dict[str, dict[str, Any]] = Field(
+            {}, description="parameters of the per-stem analyzers, by analyzer (a run fills it "
+                            "from the same analyzers' settings, e.g. --set spectral.X=V)")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -44,10 +47,18 @@ class StemFeatures(Analyzer):
         bad = [n for n in names if n in ("stems", "separation")]
         if bad:
             raise ConfigError(f"stems.analyzers cannot include {', '.join(bad)}")
-        self._subs: dict[str, Analyzer] = {n: get(n)() for n in names}  # set up in setup()
+        extra = set(self.params["params"]) - set(names)
+        if extra:
+            raise ConfigError(f"stems.params names analyzers not in stems.analyzers: "
+                              f"{', '.join(sorted(extra))}")
+        # set up in setup(); each with the user's parameters for that analyzer
+        self._subs: dict[str, Analyzer] = {n: get(n)(**self.params["params"].get(n, {}))
+                                           for n in names}
 
     def hashed_params(self) -> dict[str, Any]:
-        return {n: [sub.version, sub.params_hash()] for n, sub in self._subs.items()}
+        """Per stem analyzer its version and output-affecting parameters (readable in the record)."""
+        return {n: {"version": sub.version, "parameters": sub.hashed_params()}
+                for n, sub in self._subs.items()}
 
     def unavailable_reason(self) -> str | None:
         for n, sub in self._subs.items():

@@ -250,7 +250,7 @@ def export(dataset: Path, output: Path, stems: bool, no_probe: bool) -> None:
         n = export_table(dataset, output, stems=stems, probe=not no_probe)
     except (ConfigError, DatasetError) as exc:
         _fail(exc)
-    console.print(f"wrote {n} rows to {escape(str(output))}", highlight=False)
+    console.print(f"wrote {n} rows to {escape(str(output))}", highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -339,6 +339,11 @@ def _mount_optional_groups() -> None:
 
 
 _mount_optional_groups()
+
+from .results import listen, report  # noqa: E402 - the result commands live in their own module
+
+main.add_command(report)
+main.add_command(listen)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -7,7 +7,7 @@ Example ``mirflow.toml`` (looked up as ``--config FILE``, else ``DATASET/mirflow
     analyzers = ["loudness", "spectral", "tonal", "rhythm"]
     workers = 4
     executor = "local"        # serial | local | ray
-    device = "auto"           # auto | cpu | cuda | cuda:N | mps
+    device = "auto"           # auto | cpu | cuda | cuda:N | rocm | rocm:N | mps
 
     [analyzers.separation]
     model = "htdemucs"
@@ -45,7 +45,7 @@ class RunOptions:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     executor: str = "local"
     workers: int = 0  # 0 = number of cores
-    device: str = "auto"
+    device: str = "cpu"  # resolved by build_options: "cpu", "cuda:0", "mps" (never "auto")
     force: frozenset[str] = frozenset()
     retry_failed: bool = False
     chunk: int = 0  # tracks per work unit; 0 = automatic

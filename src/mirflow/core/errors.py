@@ -1,7 +1,10 @@
-"""The mirflow exception family.
+"""The mirflow exception family: every exception class mirflow defines lives here.
 
 Every error mirflow raises on purpose derives from :class:`MirflowError`, so callers (the CLI, a
 user's script) can catch one type; the subclasses say what went wrong in a way a user can act on.
+The command line maps each class to an exit code and a one-line message in
+:mod:`mirflow.cli.errors`; other modules re-export the classes they raise where that was their
+documented home (``mirflow.models.registry.DownloadError``, ``mirflow.core.sidecar.SidecarCorrupt``).
 """
 
 from __future__ import annotations
@@ -31,9 +34,32 @@ class SidecarError(MirflowError):
     """A sidecar could not be read or written."""
 
 
+class SidecarCorrupt(SidecarError):
+    """The sidecar exists but is not a valid JSON object."""
+
+
+class ModelLockError(MirflowError):
+    """A models folder's lock file (``mirflow-models.lock.json``) is unreadable or not valid JSON."""
+
+
+class DownloadError(MirflowError):
+    """A model file could not be downloaded (network, HTTP status, checksum)."""
+
+
+class ConvertError(MirflowError):
+    """``.pb`` to ``.onnx`` conversion failed or ``tf2onnx`` is missing."""
+
+
 class DatasetError(MirflowError):
     """The dataset path is missing or not a folder, or organize cannot place a file."""
 
 
 class Blocked(MirflowError):
     """An analyzer cannot run on this track because an input it needs is missing (e.g. no stems)."""
+
+
+class TrackTimeout(BaseException):
+    """Raised by the serial executor's timer in the analysing thread when a track overruns its time
+    limit. A ``BaseException`` (like ``KeyboardInterrupt``) so the per-analyzer ``except Exception``
+    does not swallow it as an ordinary analyzer error; not a :class:`MirflowError`, it never leaves
+    the executor."""

@@ -7,8 +7,14 @@ the reserved ``_mirflow`` block::
     "_mirflow": {
       "source": {"size": 123, "mtime_ns": 1700000000000000000},
       "loudness": {"version": 1, "params": "3f2a...", "status": "ok", "seconds": 0.41,
-                   "at": "2026-11-24T10:00:00Z", "keys": ["lufs", ...]}
+                   "at": "2026-11-24T10:00:00Z", "keys": ["lufs", ...]},
+      "tonal": {"version": 1, "params": "9c1e...",
+                "parameters": {"profile": "kostka-payne", "silence_db": -60.0, ...}, ...}
     }
+
+``params`` is a hash of the parameters that affect an analyzer's outputs (a change makes the pair
+due again); ``parameters`` holds the same parameters readably, so a user can tell e.g. which key
+profile produced a key estimate.
 
 Writes are atomic (temporary file in the same folder, flush, fsync, ``os.replace``) and are done by
 the process holding the track's lease, merging with what is on disk at that moment.
@@ -27,16 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SidecarError
+from .errors import SidecarCorrupt, SidecarError
 from .fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 RESERVED = "_mirflow"
-
-
-class SidecarCorrupt(SidecarError):
-    """The sidecar exists but is not a valid JSON object."""
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -114,6 +116,8 @@ class AnalyzerResult:
     seconds: float = 0.0
     version: int = 1
     params: str = ""
+    #: The output-affecting parameters (``Analyzer.hashed_params()``), stored readably.
+    parameters: dict[str, Any] | None = None
     fingerprint: str | None = None
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -121,6 +125,8 @@ class AnalyzerResult:
     def record(self) -> dict[str, Any]:
         rec: dict[str, Any] = {"version": self.version, "params": self.params, "status": self.status,
                                "seconds": round(self.seconds, 4), "at": utc_now()}
+        if self.parameters is not None:
+            rec["parameters"] = to_jsonable(self.parameters)
         if self.error:
             rec["error"] = self.error
         if self.note:

@@ -77,11 +77,36 @@ def too_short_note(ctx: TrackContext) -> str | None:
     return None
 
 
+def native_peak_level_db(ctx: TrackContext) -> float:
+    """Highest RMS level (dBFS) of the native-rate mono mix over frames as long as one STFT frame
+    (93 ms), non-overlapping; -200 dBFS for an empty or all-zero mix."""
+    y = ctx.mono()
+    n = max(1, int(round(STFT_N_FFT * ctx.sr / STFT_SR)))
+    if y.size == 0:
+        return -200.0
+    frames = y[: (y.size // n) * n].reshape(-1, n) if y.size >= n else y[None, :]
+    energy = float(np.max(np.mean(np.square(frames, dtype=np.float64), axis=1)))
+    return 10.0 * math.log10(max(energy, 1e-20))
+
+
 def unusable_note(ctx: TrackContext, *, silence_db: float) -> str | None:
-    """Why the mix cannot give frame statistics (no sample at all, or every frame silent), else ``None``."""
+    """Why the mix cannot give frame statistics, else ``None``.
+
+    The reasons: no sample at all in the 22.05 kHz view; every frame of that view quieter than
+    ``silence_db`` while the native-rate mix is not (its content lies above the 11.025 kHz Nyquist
+    frequency of the analysis view, e.g. a 12 kHz tone recorded at 48 kHz: "no content below
+    11 kHz"); or the mix itself silent.
+    """
     note = too_short_note(ctx)
     if note is None and not active_frames(ctx, silence_db=silence_db).any():
-        note = f"silent: no frame reaches {silence_db:g} dBFS"
+        native_db = native_peak_level_db(ctx) if ctx.sr > STFT_SR else -200.0
+        if native_db >= silence_db:
+            note = (f"no content below {STFT_SR / 2000:.0f} kHz: the {STFT_SR / 1000:g} kHz "
+                    f"analysis view has no frame reaching {silence_db:g} dBFS, while the "
+                    f"{ctx.sr / 1000:g} kHz mix reaches {native_db:.1f} dBFS, all of it "
+                    f"above {STFT_SR / 2000:g} kHz")
+        else:
+            note = f"silent: no frame reaches {silence_db:g} dBFS"
     return note
 
 

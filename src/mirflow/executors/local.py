@@ -42,7 +42,7 @@ def _init_worker(specs: list[AnalyzerSpec], device: str, threads: int, log_level
     from threadpoolctl import threadpool_limits
 
     _limits = threadpool_limits(limits=threads)
-    _worker = Worker(specs, device=device)
+    _worker = Worker(specs, device=device, threads=threads)
 
 
 def _process(units: list[WorkUnit]) -> list[dict[str, AnalyzerResult]]:
@@ -56,17 +56,13 @@ def _close() -> None:
 
 
 def accelerator_present(device: str) -> bool:
-    """Whether ``device`` names (or, for ``auto``, finds) an accelerator. Imports torch only for auto."""
-    if device == "cpu":
-        return False
-    if device != "auto":
-        return True
-    try:
-        import torch
-    except ImportError:
-        return False
-    mps = getattr(torch.backends, "mps", None)
-    return bool(torch.cuda.is_available() or (mps is not None and mps.is_available()))
+    """Whether the run's device (resolved once in configuration: ``cpu``, ``cuda:N``, ``mps``) is an
+    accelerator. ``auto`` (a caller outside a run) is resolved by :mod:`mirflow.core.devices`."""
+    if device == "auto":
+        from ..core.devices import resolve
+
+        device = str(resolve("auto"))
+    return device != "cpu"
 
 
 def _pool(specs: list[AnalyzerSpec], workers: int, device: str, threads: int) -> ProcessPoolExecutor:

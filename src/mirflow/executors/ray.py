@@ -29,7 +29,7 @@ class _Actor:
         from threadpoolctl import threadpool_limits
 
         self._limits = threadpool_limits(limits=1)
-        self.worker = Worker(specs, device=device)
+        self.worker = Worker(specs, device=device, threads=1)
 
     def process(self, units: list[WorkUnit]) -> list[dict[str, AnalyzerResult]]:
         return self.worker.process(units)

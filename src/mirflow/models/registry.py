@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ConfigError, MirflowError, ModelUnavailableError
+from ..core.errors import (ConfigError, ConvertError, DownloadError, ModelLockError,
+                           ModelUnavailableError)
 from ..core.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,6 @@ LOCK_NAME = "mirflow-models.lock.json"
 ENV_VAR = "MIRFLOW_MODELS"
 
 _BASE = "https://essentia.upf.edu/models"
-
-
-class DownloadError(MirflowError):
-    """A model file could not be downloaded (network, HTTP status, checksum)."""
-
-
-class ConvertError(MirflowError):
-    """``.pb`` to ``.onnx`` conversion failed or ``tf2onnx`` is missing."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +306,8 @@ def read_lock(folder: Path) -> dict[str, dict[str, Any]]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise MirflowError(f"models lock file {path} is unreadable: {exc}") from exc
+        raise ModelLockError(f"models lock file {path} is unreadable: {exc}; delete it and run "
+                             "`mirflow models verify --record` to record the installed files again") from exc
     files = data.get("files", {}) if isinstance(data, dict) else {}
     return {k: v for k, v in files.items() if isinstance(v, dict)}
 

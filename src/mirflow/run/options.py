@@ -6,13 +6,54 @@ from __future__ import annotations
 from typing import Any
 
 from .. import analyzers as registry
+from ..core import devices
 from ..core.config import Config, RunOptions
 from ..core.errors import ConfigError
+
+#: The analyzer that runs other analyzers on each stem; it gets their parameters from the run.
+STEMS = "stems"
 
 
 def default_analyzers() -> list[str]:
     """Every registered analyzer, in registration order."""
     return registry.available_names()
+
+
+def resolve_device(requested: str, analyzers: list[str]) -> str:
+    """The run's device as PyTorch spells it (``cpu``, ``cuda:0``, ``mps``), resolved once here.
+
+    The spelling is always checked. ``auto`` looks for an accelerator (importing PyTorch) only when
+    the run holds an analyzer that prefers one: a CPU-only run resolves to ``cpu`` at no cost. A
+    named accelerator is always looked up, so a device this machine lacks is an error before any
+    work starts (:class:`ConfigError` listing what the machine has).
+    """
+    kind, _ = devices.parse(requested)
+    if kind == "cpu":
+        return "cpu"
+    if kind == "auto" and not any(registry.get(n).device == "gpu" for n in analyzers):
+        return "cpu"
+    return str(devices.resolve(requested))
+
+
+def _with_stem_params(merged: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The ``stems`` parameters with ``params`` filled from the run's settings of each per-stem
+    analyzer: ``--set spectral.rolloff_percent=0.9`` applies to the stems' spectral features too.
+    Values set under ``stems.params`` explicitly win."""
+    own = dict(merged.get(STEMS, {}))
+    names = own.get("analyzers", registry.get(STEMS).defaults().get("analyzers", []))
+    explicit = own.get("params") if isinstance(own.get("params"), dict) else {}
+    if not isinstance(names, list):
+        return own  # the stems analyzer reports the bad value itself
+    sub: dict[str, dict[str, Any]] = {}
+    for n in names:
+        values = {**merged.get(n, {}), **(explicit.get(n) or {})}
+        if values:
+            sub[n] = values
+    for n, values in explicit.items():
+        sub.setdefault(n, values)
+    if sub:
+        own["params"] = sub
+    return own
 
 
 def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: int | None = None,
@@ -22,8 +63,9 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
                   params: dict[str, dict[str, Any]] | None = None) -> RunOptions:
     """Merge the file configuration with command-line overrides (which win) into run options.
 
-    Analyzer parameters are checked by constructing each analyzer once, so a typo fails here,
-    before any work starts.
+    Every analyzer named anywhere (the run, ``[analyzers.NAME]``, ``--set``) is constructed once
+    with its parameters, so an unknown name or a bad value fails here, before any work starts, with
+    one line naming the key, the value and what is allowed. The device is resolved here too.
     """
     names = analyzers or cfg.run.analyzers or default_analyzers()
     for n in names:
@@ -35,8 +77,17 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
         registry.get(name)
         merged.setdefault(name, {}).update(values)
     order = registry.resolve_order(names)
-    for name in order:
+    if STEMS in order:
+        merged[STEMS] = _with_stem_params(merged)
+    for name in dict.fromkeys([*order, *merged]):  # parameters of analyzers outside the run too
         registry.get(name)(**merged.get(name, {}))
+    for name in order:  # an analyzer's own ``device`` parameter is resolved like --device
+        if "device" in registry.get(name).Params.model_fields and \
+                merged.get(name, {}).get("device", "auto") != "auto":
+            try:
+                merged[name]["device"] = str(devices.resolve(merged[name]["device"]))
+            except ConfigError as exc:
+                raise ConfigError(f"{name}.device: {exc}") from None
     forced = set(force or [])
     if "all" in forced:
         forced = set(order)
@@ -49,6 +100,6 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
         raise ConfigError(f"unknown executor {chosen_executor!r} (serial, local or ray)")
     return RunOptions(analyzers=names, params={k: v for k, v in merged.items() if k in order},
                       executor=chosen_executor, workers=run.workers if workers is None else workers,
-                      device=device or run.device, force=frozenset(forced),
+                      device=resolve_device(device or run.device, order), force=frozenset(forced),
                       retry_failed=retry_failed, chunk=run.chunk if chunk is None else chunk,
                       ray_address=ray_address or run.ray_address)

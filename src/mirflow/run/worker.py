@@ -54,10 +54,11 @@ def describe(exc: BaseException) -> str:
 class Worker:
     """Analyzer state for one worker; see the module docstring."""
 
-    def __init__(self, specs: list[AnalyzerSpec], *, device: str = "auto") -> None:
+    def __init__(self, specs: list[AnalyzerSpec], *, device: str = "auto", threads: int = 0) -> None:
         self.specs = {s.name: s for s in specs}
         self.order = list(self.specs)
         self.device = device
+        self.threads = threads  # CPU threads per analyzer thread pool (0: library default)
         self._analyzers: dict[str, Analyzer] = {}
         self._setup_errors: dict[str, BaseException] = {}
         self.setup_count: dict[str, int] = {}
@@ -68,6 +69,7 @@ class Worker:
             raise self._setup_errors[name]
         if name not in self._analyzers:
             inst = self.specs[name].build()
+            inst.threads = self.threads
             try:
                 inst.setup(self.device)
             except Exception as exc:
@@ -126,8 +128,9 @@ class Worker:
     def _result(self, name: str, status: str, **kw: Any) -> AnalyzerResult:
         cls = registry.get(name)
         inst = self._analyzers.get(name)
-        params = inst.params_hash() if inst else self.specs[name].build().params_hash()
-        return AnalyzerResult(status=status, version=cls.version, params=params, **kw)
+        inst = inst or self.specs[name].build()
+        return AnalyzerResult(status=status, version=cls.version, params=inst.params_hash(),
+                              parameters=inst.hashed_params(), **kw)
 
     def _run_one_analyzer(self, name: str, units: list[WorkUnit], ctxs: list[TrackContext],
                           sinks: list[dict[str, AnalyzerResult]]) -> None:
@@ -157,7 +160,8 @@ class Worker:
 
     def _to_result(self, analyzer: Analyzer, unit: WorkUnit, ctx: TrackContext,
                    out: dict[str, Any] | BaseException, seconds: float) -> AnalyzerResult:
-        base = dict(version=analyzer.version, params=analyzer.params_hash(), seconds=seconds)
+        base = dict(version=analyzer.version, params=analyzer.params_hash(),
+                    parameters=analyzer.hashed_params(), seconds=seconds)
         if isinstance(out, Blocked):
             return AnalyzerResult(status="blocked", note=str(out),
                                   fingerprint=self._fingerprint(analyzer, unit), **base)
