@@ -74,3 +74,47 @@ def clip(seconds: float, *, seed: int = 0, sr: int = SR) -> np.ndarray:
     left = bass + melody + clicks
     right = bass + 0.5 * melody + clicks
     return (np.stack([left, right]) + noise).astype(np.float32)
+
+
+def save_hf_snapshot(cache: Path, name: str, models: list, sigs: list[str], *,
+                     namespace: str = "adefossez", repo_name: str | None = None) -> Path:
+    """Lay out a Hugging Face hub cache entry as ``huggingface_hub`` does for Demucs 4.1's
+    ``get_hf_model``: ``models--<ns>--<repo>/blobs/<etag>`` (SHA-256 for the weights, which the hub
+    keeps in Git LFS; the Git blob id for the YAML) and ``snapshots/<commit>/<file>`` links to them.
+    The weights are safetensors with the class and init arguments in the metadata, as
+    ``demucs.hf.load_safetensors_model`` reads them. Returns the snapshot folder."""
+    import json
+    from fractions import Fraction
+
+    from safetensors.torch import save_file
+
+    def encode(value):
+        if isinstance(value, Fraction):
+            return {"_type": "fraction", "numerator": value.numerator, "denominator": value.denominator}
+        if isinstance(value, dict):
+            return {k: encode(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [encode(v) for v in value]
+        return value
+
+    root = Path(cache) / f"models--{namespace}--{repo_name or name}"
+    blobs, snap = root / "blobs", root / "snapshots" / ("0" * 40)
+    blobs.mkdir(parents=True, exist_ok=True)
+    snap.mkdir(parents=True, exist_ok=True)
+
+    def place(file_name: str, data: bytes, etag: str) -> None:
+        (blobs / etag).write_bytes(data)
+        (snap / file_name).symlink_to(Path("..") / ".." / "blobs" / etag)
+
+    for model, sig in zip(models, sigs):
+        args, kwargs = model._init_args_kwargs
+        tmp = Path(cache) / f".{sig}.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"klass": f"{type(model).__module__}.{type(model).__name__}",
+                            "args": json.dumps(encode(list(args))), "kwargs": json.dumps(encode(kwargs))})
+        data = tmp.read_bytes()
+        tmp.unlink()
+        place(f"{sig}.safetensors", data, hashlib.sha256(data).hexdigest())
+    bag = f"models: [{', '.join(repr(s) for s in sigs)}]\n".encode()
+    place(f"{name}.yaml", bag, hashlib.sha1(b"blob %d\0" % len(bag) + bag).hexdigest())
+    return snap

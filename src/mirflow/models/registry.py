@@ -6,6 +6,13 @@ official addresses, the SHA-256 where it is known, the input and output node nam
 in model order, and the licence. Adding another VGGish-family classifier is one entry in
 :data:`REGISTRY`.
 
+Demucs separation models are entries of the same registry (``family="demucs"``), built from the
+catalogue Demucs packages (:mod:`mirflow.models.demucs`): their files are the published
+``<signature>-<sha256 prefix>.th`` weights, whose names pin the first 8 hex digits of each file's
+SHA-256. Where Demucs weights are looked up (a local repo, the models folders below, the torch hub
+and Hugging Face caches) and how they are checked lives in :mod:`mirflow.models.demucs`;
+:func:`list_models` and :func:`verify` report them beside the Essentia models.
+
 Model files keep their upstream names and sit directly in the models folder. Folders are searched
 in this order: the ``models_dir`` argument (``--models-dir``), ``$MIRFLOW_MODELS``, then
 ``~/.cache/mirflow/models``; downloads go to the first of them. A lock file in that folder
@@ -18,7 +25,6 @@ child process (TensorFlow and ``essentia-tensorflow`` cannot share one process).
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import importlib.util
 import json
@@ -38,6 +44,8 @@ from typing import Any
 from ..core.errors import (ConfigError, ConvertError, DownloadError, ModelLockError,
                            ModelUnavailableError)
 from ..core.fsutil import atomic_write_bytes
+from . import demucs as demucs_models
+from .checksums import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +70,12 @@ class ModelFile:
     url: str
     sha256: str | None = None
     optional: bool = False  #: not every release ships it (e.g. ``.onnx``); a 404 is not an error
+    #: leading hex digits of the SHA-256 that the upstream file name carries (Demucs ``.th`` files)
+    sha256_prefix: str | None = None
 
     @property
     def kind(self) -> str:
-        """``"pb"``, ``"onnx"`` or ``"json"``."""
+        """``"pb"``, ``"onnx"``, ``"json"`` or ``"th"`` (Demucs weights)."""
         return self.name.rsplit(".", 1)[-1]
 
 
@@ -77,9 +87,10 @@ class ModelSpec:
     ----------
     name : str
         Upstream model name, e.g. ``"danceability-vggish-audioset-1"``.
-    role : {"classifier", "embedding", "head"}
+    role : {"classifier", "embedding", "head", "separation"}
         ``classifier``: VGGish patches ``[N, 96, 64]`` to class probabilities (single stage);
-        ``embedding``: patches to embeddings ``[N, 128]``; ``head``: embeddings to probabilities.
+        ``embedding``: patches to embeddings ``[N, 128]``; ``head``: embeddings to probabilities;
+        ``separation``: a Demucs model (``labels`` are its stems).
     files : tuple of ModelFile
     input, output : str
         Graph node names (TensorFlow style, without ``:0``; ``:0`` variants are accepted too).
@@ -93,6 +104,8 @@ class ModelSpec:
         The label whose probability is that key's score (``"danceable"``).
     embedding : str or None
         For heads: the embedding model they read.
+    family : {"essentia", "demucs"}
+        Which upstream the model comes from (decides where its files are looked up).
     """
 
     name: str
@@ -109,6 +122,7 @@ class ModelSpec:
     description: str = ""
     licence: str = LICENCE
     page: str = "https://essentia.upf.edu/models.html"
+    family: str = "essentia"
 
     def file(self, kind: str) -> ModelFile | None:
         """The file of ``kind`` (``"pb"``, ``"onnx"``, ``"json"``), or ``None``."""
@@ -168,6 +182,24 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
     _classifier("gender-vggish-audioset-1", "gender", "vocal_gender_female", ("female", "male"),
                 "female", "singing-voice gender, single-stage VGGish"),
 )}
+
+
+def _demucs_specs() -> list[ModelSpec]:
+    """Registry entries of Demucs' named models, files and hash prefixes from Demucs' packaged
+    catalogue (entries without files when Demucs is not installed)."""
+    specs = []
+    for name, description in demucs_models.NAMED_MODELS.items():
+        files = tuple(ModelFile(w.name, w.url, sha256_prefix=w.sha256_prefix)
+                      for w in demucs_models.published_files(name))
+        specs.append(ModelSpec(
+            name=name, role="separation", files=files, input="mix", output="stems",
+            input_shape=(-1, 2, -1), output_shape=(-1, len(demucs_models.sources_of(name)), 2, -1),
+            labels=demucs_models.sources_of(name), description=description,
+            licence=demucs_models.LICENCE, page=demucs_models.PAGE, family="demucs"))
+    return specs
+
+
+REGISTRY.update((s.name, s) for s in _demucs_specs())
 
 
 def get(name: str) -> ModelSpec:
@@ -289,15 +321,6 @@ def strip_port(node: str) -> str:
 
 
 # -- checksums and the lock file ---------------------------------------------------------------
-def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_lock(folder: Path) -> dict[str, dict[str, Any]]:
     """``{file name: {"sha256", "size", "url", "at", "source"}}`` from ``folder``'s lock file."""
     path = folder / LOCK_NAME
@@ -367,7 +390,7 @@ ProgressFn = Callable[[str, int, "int | None"], None]
 
 def download_file(url: str, dest: Path, *, sha256: str | None = None,
                   progress: ProgressFn | None = None, timeout: float = 60.0,
-                  chunk: int = 1 << 16) -> str:
+                  chunk: int = 1 << 16, sha256_prefix: str | None = None) -> str:
     """Fetch ``url`` to ``dest`` atomically, resuming a partial ``dest.part``; returns the SHA-256.
 
     A partial download is kept as ``<dest>.part`` and continued with an HTTP ``Range`` request on the
@@ -428,6 +451,10 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None,
         part.unlink(missing_ok=True)
         raise DownloadError(f"{dest.name}: SHA-256 mismatch (expected {sha256}, got {digest}); "
                             "the partial file was removed")
+    if sha256_prefix and not digest.startswith(sha256_prefix.lower()):
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{dest.name}: SHA-256 {digest[:12]}... does not start with the "
+                            f"{sha256_prefix} its name carries; the partial file was removed")
     os.replace(part, dest)
     return digest
 
@@ -439,7 +466,9 @@ def download(names: Iterable[str], *, models_dir: str | os.PathLike[str] | None 
 
     Files already present and matching their recorded SHA-256 are skipped unless ``force``. Optional
     files (``.onnx`` of some releases) that the server does not have are skipped. ``base_url``
-    replaces the official ``https://essentia.upf.edu/models`` prefix (mirrors, tests).
+    replaces the official ``https://essentia.upf.edu/models`` prefix (mirrors, tests), and
+    ``https://dl.fbaipublicfiles.com/demucs`` for Demucs weights, which are checked against the
+    SHA-256 prefix in their names; a models folder holding them serves Demucs offline.
     """
     folder = primary_dir(models_dir)
     written: list[Path] = []
@@ -447,12 +476,13 @@ def download(names: Iterable[str], *, models_dir: str | os.PathLike[str] | None 
         spec = get(name)
         for mf in spec.files:
             dest = folder / mf.name
-            url = mf.url if base_url is None else base_url.rstrip("/") + mf.url[len(_BASE):]
+            url = mf.url if base_url is None else _rebase(mf.url, base_url)
             if dest.exists() and not force and _matches_record(dest, mf):
                 log.info("%s is already installed", dest)
                 continue
             try:
-                digest = download_file(url, dest, sha256=mf.sha256, progress=progress)
+                digest = download_file(url, dest, sha256=mf.sha256, progress=progress,
+                                       sha256_prefix=mf.sha256_prefix)
             except DownloadError as exc:
                 if mf.optional and "HTTP 404" in str(exc):
                     log.info("%s: no optional %s upstream", name, mf.name)
@@ -461,6 +491,14 @@ def download(names: Iterable[str], *, models_dir: str | os.PathLike[str] | None 
             _update_lock(folder, {mf.name: _lock_entry(dest, url=url, source="download", sha=digest)})
             written.append(dest)
     return written
+
+
+def _rebase(url: str, base_url: str) -> str:
+    """``url`` with its official prefix (Essentia's or Demucs') replaced by ``base_url``."""
+    for official in (_BASE, demucs_models.ROOT_URL.rstrip("/")):
+        if url.startswith(official):
+            return base_url.rstrip("/") + url[len(official):]
+    return url
 
 
 def _matches_record(path: Path, mf: ModelFile) -> bool:
@@ -485,16 +523,30 @@ class FileStatus:
 
 
 def verify(names: Iterable[str] | None = None, *,
-           models_dir: str | os.PathLike[str] | None = None) -> list[FileStatus]:
+           models_dir: str | os.PathLike[str] | None = None,
+           demucs_repo: str | os.PathLike[str] | None = None) -> list[FileStatus]:
     """Check installed model files against the registry SHA-256 or the one recorded at download.
 
     ``status``: ``ok``; ``changed`` (different SHA-256); ``truncated`` (smaller than recorded);
     ``unrecorded`` (present, but no checksum is known: placed by hand); ``missing`` (a required file
     of a model that has some files installed). Models with no file installed are left out unless named.
+
+    Demucs models are checked wherever their weights are found (see :mod:`mirflow.models.demucs`):
+    each ``.th`` file against the SHA-256 prefix its name carries and the published file name,
+    Hugging Face cache files against their blob names. With ``demucs_repo`` (a local Demucs repo,
+    ``--sep-repo``) every model in that folder is checked too; names may then be its models.
     """
-    chosen = list(names) if names is not None else list(REGISTRY)
+    repo = Path(demucs_repo).expanduser() if demucs_repo else None
+    repo_names = demucs_models.repo_models(repo) if repo is not None and repo.is_dir() else []
+    if names is not None:
+        chosen = list(names)
+    else:
+        chosen = list(REGISTRY) + [n for n in repo_names if n not in REGISTRY]
     out: list[FileStatus] = []
     for name in chosen:
+        if name in repo_names or (name in REGISTRY and get(name).family == "demucs"):
+            out.extend(_verify_demucs(name, models_dir=models_dir, repo=repo, named=names is not None))
+            continue
         spec = get(name)
         found = {mf.name: find_file(mf.name, models_dir) for mf in spec.files}
         if names is None and not any(found.values()):
@@ -522,6 +574,24 @@ def verify(names: Iterable[str] | None = None, *,
             else:
                 out.append(FileStatus(name, mf.name, path, "changed",
                                       f"SHA-256 {digest[:12]}..., expected {want[:12]}..."))
+    return out
+
+
+def _verify_demucs(name: str, *, models_dir: str | os.PathLike[str] | None, repo: Path | None,
+                   named: bool) -> list[FileStatus]:
+    """:func:`verify` for one Demucs model: every place that holds its weights (the repo first)."""
+    locations = demucs_models.locate_all(name, dirs=search_dirs(models_dir))
+    if repo is not None:
+        locations = demucs_models.locate_all(name, repo=repo) + locations
+    out = []
+    for loc in locations:
+        for check in demucs_models.check_location(loc):
+            out.append(FileStatus(name, check.path.name, check.path, check.status,
+                                  f"{loc.where}: {check.detail}" if check.detail else loc.where))
+    if not out and named:
+        expected = [f.name for f in REGISTRY[name].files] if name in REGISTRY else [name]
+        out.append(FileStatus(name, ", ".join(expected), None, "missing",
+                              demucs_models.how_to_get(name)))
     return out
 
 
@@ -583,22 +653,34 @@ class ModelStatus:
     """A registry entry and what of it is installed."""
 
     spec: ModelSpec
-    installed: dict[str, Path] = field(default_factory=dict)  #: kind -> path
+    #: Essentia: file kind -> path; Demucs: place (``repo``, ``models-dir``, ``torch-hub``,
+    #: ``hf-cache``) -> folder holding all its weights
+    installed: dict[str, Path] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         s = self.spec
         return {"name": s.name, "role": s.role, "key": s.key, "positive": s.positive,
                 "labels": list(s.labels), "embedding": s.embedding, "input": s.input,
                 "output": s.output, "licence": s.licence, "description": s.description,
-                "files": [{"name": f.name, "url": f.url, "sha256": f.sha256, "optional": f.optional}
-                          for f in s.files],
+                "family": s.family, "page": s.page,
+                "files": [{"name": f.name, "url": f.url, "sha256": f.sha256, "optional": f.optional,
+                           "sha256_prefix": f.sha256_prefix} for f in s.files],
                 "installed": {k: str(v) for k, v in self.installed.items()}}
 
 
-def list_models(*, models_dir: str | os.PathLike[str] | None = None) -> list[ModelStatus]:
-    """Every registry entry with the files of it found in the search folders."""
+def list_models(*, models_dir: str | os.PathLike[str] | None = None,
+                demucs_repo: str | os.PathLike[str] | None = None) -> list[ModelStatus]:
+    """Every registry entry with the files of it found in the search folders (Demucs models: in
+    ``demucs_repo``, the search folders, the torch hub and Hugging Face caches)."""
     out = []
+    repo = Path(demucs_repo).expanduser() if demucs_repo else None
     for spec in REGISTRY.values():
+        if spec.family == "demucs":
+            places = demucs_models.locate_all(spec.name, dirs=search_dirs(models_dir))
+            if repo is not None:
+                places = demucs_models.locate_all(spec.name, repo=repo) + places
+            out.append(ModelStatus(spec, {loc.where: loc.folder for loc in reversed(places)}))
+            continue
         inst = {}
         for kind in ("pb", "onnx", "json"):
             p = find_file(spec.file_name(kind), models_dir)
