@@ -298,7 +298,7 @@ def measure(samples: np.ndarray, sr: int) -> dict[str, Any]:
 
 
 @register
-class Loudness(Analyzer):
+class LoudnessAnalyzer(Analyzer):
     """Loudness of the full mix (see the module docstring for the standards and conventions).
 
     Outputs

@@ -1,6 +1,8 @@
 """The ``mirflow`` command line: parse, call the library, print. No analysis logic lives here.
 
-Exit codes: 0 success; 1 some tracks failed; 2 usage or configuration error; 130 interrupted.
+Exit codes: 0 success; 1 some tracks failed; 2 usage, configuration or bad input; 130 interrupted.
+Errors are mapped to exit codes and one-line messages in one place, :mod:`mirflow.cli.errors`,
+which every command runs inside (no command catches mirflow's exceptions itself).
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ from rich.table import Table
 from .. import __version__
 from ..core import config as cfgmod
 from ..run.options import build_options
-from ..core.errors import ConfigError, DatasetError, MirflowError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, MirflowGroup
 STATUS_LIST_LIMIT = 50  # failures listed by `status` before it refers to --json
 
 console = Console(stderr=True)
@@ -47,12 +47,7 @@ PARAM_FLAGS: dict[str, tuple[str, str]] = {
 }
 
 
-def _fail(exc: MirflowError) -> None:
-    console.print(f"[red]error:[/] {exc}")
-    sys.exit(EXIT_USAGE)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MirflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mirflow")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -119,16 +114,13 @@ def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str
     from .progress import RunProgress
     from ..run.coordinator import run as run_dataset
 
-    try:
-        options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
-                           workers=workers, executor=executor, device=device,
-                           force=cfgmod.parse_names(force), retry_failed=retry_failed, chunk=chunk,
-                           ray_address=ray_address, params=_collect_params(param_flags, sets))
-        with RunProgress(console, enabled=not as_json and console.is_terminal,
+    options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
+                       workers=workers, executor=executor, device=device,
+                       force=cfgmod.parse_names(force), retry_failed=retry_failed, chunk=chunk,
+                       ray_address=ray_address, params=_collect_params(param_flags, sets))
+    with RunProgress(console, enabled=not as_json and console.is_terminal,
                      log_lines=not as_json and not console.is_terminal) as prog:
-            summary = run_dataset(dataset, options, progress=prog.callback)
-    except (ConfigError, DatasetError) as exc:
-        _fail(exc)
+        summary = run_dataset(dataset, options, progress=prog.callback)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
     else:
@@ -181,12 +173,9 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
     """Per analyzer: tracks done / due / failed / blocked / unavailable, and why tracks failed."""
     from ..run.coordinator import status as dataset_status
 
-    try:
-        options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
-                           params=cfgmod.parse_set(sets))
-        st = dataset_status(dataset, options)
-    except (ConfigError, DatasetError) as exc:
-        _fail(exc)
+    options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
+                       params=cfgmod.parse_set(sets))
+    st = dataset_status(dataset, options)
     if as_json:
         out.print_json(json.dumps(st.as_dict()))
         return
@@ -246,10 +235,7 @@ def export(dataset: Path, output: Path, stems: bool, no_probe: bool) -> None:
     """Write all sidecars of DATASET as one table (one row per track, or per stem)."""
     from ..results.export import export as export_table
 
-    try:
-        n = export_table(dataset, output, stems=stems, probe=not no_probe)
-    except (ConfigError, DatasetError) as exc:
-        _fail(exc)
+    n = export_table(dataset, output, stems=stems, probe=not no_probe)
     console.print(f"wrote {n} rows to {escape(str(output))}", highlight=False, soft_wrap=True)
 
 
@@ -264,10 +250,7 @@ def organize(src: Path, dest: Path, mode: str, dry_run: bool, as_json: bool) -> 
     """Turn loose audio files under SRC into track folders under DEST (DEST/<name>/full_mix.<ext>)."""
     from ..core.dataset import organize as organize_files
 
-    try:
-        actions = organize_files(src, dest, mode=mode, dry_run=dry_run)
-    except DatasetError as exc:
-        _fail(exc)
+    actions = organize_files(src, dest, mode=mode, dry_run=dry_run)
     if as_json:
         out.print_json(json.dumps([{"source": str(a.source), "target": str(a.target),
                                     "action": a.action} for a in actions]))
@@ -313,11 +296,8 @@ def demo(dest: Path | None, tracks: int, seconds: float, workers: int) -> None:
     console.print(f"synthesised {len(truths)} tracks in {dest}")
     from .progress import RunProgress
 
-    try:
-        with RunProgress(console, enabled=console.is_terminal) as prog:
-            summary, table_rows = run_demo(dest, truths, workers=workers, progress=prog.callback)
-    except (ConfigError, DatasetError) as exc:
-        _fail(exc)
+    with RunProgress(console, enabled=console.is_terminal) as prog:
+        summary, table_rows = run_demo(dest, truths, workers=workers, progress=prog.callback)
     _print_run_summary(summary)
     table = Table(title="known answers vs measured")
     for col in table_rows[0].keys() if table_rows else ():
