@@ -28,7 +28,7 @@ def test_to_jsonable_converts_numpy_and_non_finite() -> None:
     assert out == {"a": 1.5, "b": [0, 1, 2], "c": None, "d": [None, 1], "e": True, "f": 7}
 
 
-def test_merge_replaces_own_keys_keeps_user_keys_and_failed_features(tmp_path: Path) -> None:
+def test_merge_replaces_own_keys_keeps_user_keys_and_drops_stale_features(tmp_path: Path) -> None:
     path = tmp_path / "t.INFO"
     path.write_text(json.dumps({"title": "mine", "old_key": 1}))
     merge(path, {"x": AnalyzerResult("ok", {"old_key": 2, "bpm": 120.0}, params="p")})
@@ -38,8 +38,27 @@ def test_merge_replaces_own_keys_keeps_user_keys_and_failed_features(tmp_path: P
     assert "old_key" not in data and data["bpm"] == 121.0  # keys x no longer writes are removed
     merge(path, {"x": AnalyzerResult("error", error="DecodeError: boom", params="p")})
     data = read(path)
-    assert data["bpm"] == 121.0 and data["_mirflow"]["x"]["status"] == "error"
-    assert data["_mirflow"]["x"]["keys"] == ["bpm"] and data["title"] == "mine"
+    assert "bpm" not in data and data["_mirflow"]["x"]["status"] == "error"  # no stale value
+    assert "keys" not in data["_mirflow"]["x"] and data["title"] == "mine"
+    merge(path, {"x": AnalyzerResult("ok", {"bpm": 122.0}, params="p")})
+    merge(path, {"x": AnalyzerResult("blocked", note="requires stems", params="p")})
+    assert "bpm" not in read(path) and read(path)["title"] == "mine"
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_sidecars_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    import os
+
+    old = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "new.INFO", {"a": 1})
+        (tmp_path / "old.INFO").write_text("{}")
+        os.chmod(tmp_path / "old.INFO", 0o600)
+        merge(tmp_path / "old.INFO", {"x": AnalyzerResult("ok", {"a": 1})})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.INFO").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "old.INFO").stat().st_mode & 0o777 == mode  # rewritten: the umask's mode
 
 
 def test_corrupt_sidecars(tmp_path: Path) -> None:

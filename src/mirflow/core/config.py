@@ -8,6 +8,8 @@ Example ``mirflow.toml`` (looked up as ``--config FILE``, else ``DATASET/mirflow
     workers = 4
     executor = "local"        # serial | local | ray
     device = "auto"           # auto | cpu | cuda | cuda:N | rocm | rocm:N | mps
+    track_timeout = 0         # seconds per track; 0 = max(600 s, 10 x its duration)
+    max_memory = "16G"        # memory budget of the tracks in flight; default 80 % of RAM
 
     [analyzers.separation]
     model = "htdemucs"
@@ -50,6 +52,9 @@ class RunOptions:
     retry_failed: bool = False
     chunk: int = 0  # tracks per work unit; 0 = automatic
     ray_address: str | None = None
+    track_timeout: float = 0.0  # seconds per track; 0 = max(600 s, 10 x duration)
+    max_memory: float = 0.0  # bytes for the tracks in flight; 0 = 80 % of the machine's memory
+    explicit_analyzers: bool = False  # the user named the analyzers: one that cannot run is an error
 
 
 class RunSection(BaseModel):
@@ -61,6 +66,8 @@ class RunSection(BaseModel):
     device: str = "auto"
     chunk: int = Field(0, ge=0, description="tracks per work unit; 0 = automatic")
     ray_address: str | None = None
+    track_timeout: float = Field(0, ge=0, description="seconds per track; 0 = automatic")
+    max_memory: str | float | None = Field(None, description="e.g. '16G'; default 80 % of RAM")
 
 
 class Config(BaseModel):

@@ -30,11 +30,31 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process umask: from ``/proc/self/status`` where the kernel reports it (Linux 4.7+), else
+    by setting and restoring it (a short window in which another thread could create a file)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically; on any error the old file is left as it was."""
+    """Replace ``path`` with ``data`` atomically; on any error the old file is left as it was.
+
+    The file gets the mode a plain ``open()`` would give it (``0o666`` minus the umask, e.g. 0644
+    under umask 022), not ``mkstemp``'s private 0600: other users of a shared dataset can read it.
+    """
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp, 0o666 & ~current_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -146,8 +146,8 @@ def merge(path: Path, results: dict[str, AnalyzerResult], *,
     """Merge analyzer results into the sidecar at ``path`` (caller holds the track lease).
 
     For a successful analyzer the keys it wrote last time are removed, its new features added and
-    its record replaced. A failed or blocked analyzer gets a new record with the reason; features
-    from an earlier success are kept (nothing is lost) and stay listed in its ``keys``.
+    its record replaced. A failed or blocked analyzer gets a new record with the reason, and the
+    features of an earlier success are removed: a table never shows a stale value beside a failure.
     User keys are never touched. A corrupt sidecar is renamed aside first; its new path is returned.
     """
     quarantined = None
@@ -158,18 +158,12 @@ def merge(path: Path, results: dict[str, AnalyzerResult], *,
         data = {}
     block = dict(records(data))
     for name, res in results.items():
+        old = block.get(name, {})
+        for key in old.get("keys", []) if isinstance(old, dict) else []:
+            data.pop(key, None)  # replaced by the new values, or stale beside a failure
         if res.status == "ok":
-            old = block.get(name, {})
-            for key in old.get("keys", []) if isinstance(old, dict) else []:
-                data.pop(key, None)
             data.update(res.features)
-            block[name] = res.record()
-        else:
-            old = block.get(name)
-            rec = res.record()
-            if isinstance(old, dict) and old.get("keys"):
-                rec["keys"] = old["keys"]  # the previous features stay, and stay owned
-            block[name] = rec
+        block[name] = res.record()
     if source is not None:
         block["source"] = source
     data[RESERVED] = block

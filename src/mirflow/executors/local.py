@@ -16,43 +16,17 @@ features. Without an accelerator, GPU analyzers run in the CPU workers like any 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
-import os
-import signal
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from concurrent.futures import Future
+from dataclasses import replace
 
-from ..run.worker import AnalyzerSpec, WorkUnit, Worker
+from ..run.worker import AnalyzerSpec, WorkUnit
 from ..core.sidecar import AnalyzerResult
+from .process import THREAD_ENV_VARS, ProcessBackend
+from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
-#: Variables that size the thread pools of OpenBLAS, MKL, OpenMP, Apple Accelerate, numexpr and numba.
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                   "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
-
-_worker: Worker | None = None  # this worker process's analyzers (one Worker per process)
-_limits: Any = None
-
-
-def _init_worker(specs: list[AnalyzerSpec], device: str, threads: int, log_level: int) -> None:
-    global _worker, _limits
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides how to stop
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    from threadpoolctl import threadpool_limits
-
-    _limits = threadpool_limits(limits=threads)
-    _worker = Worker(specs, device=device, threads=threads)
-
-
-def _process(units: list[WorkUnit]) -> list[dict[str, AnalyzerResult]]:
-    assert _worker is not None, "worker process not initialised"
-    return _worker.process(units)
-
-
-def _close() -> None:
-    if _worker is not None:
-        _worker.close()
+__all__ = ["LocalExecutor", "THREAD_ENV_VARS", "accelerator_present"]
 
 
 def accelerator_present(device: str) -> bool:
@@ -65,22 +39,6 @@ def accelerator_present(device: str) -> bool:
     return device != "cpu"
 
 
-def _pool(specs: list[AnalyzerSpec], workers: int, device: str, threads: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-        initargs=(specs, device, threads, logging.getLogger().getEffectiveLevel()))
-
-
-def _terminate(pool: ProcessPoolExecutor) -> None:
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(timeout=5)
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
 class LocalExecutor:
     """A process pool of ``workers`` single-threaded processes, plus a GPU lane when an accelerator
     is used (see the module docstring). ``gpu_lane=None`` decides automatically."""
@@ -90,16 +48,16 @@ class LocalExecutor:
         from .. import analyzers as registry
 
         self.workers = max(1, int(workers))
-        self._saved_env = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
-        for k in THREAD_ENV_VARS:  # inherited by the spawned children before they import numpy
-            os.environ[k] = str(threads_per_worker)
         gpu_specs = [s for s in specs if registry.get(s.name).device == "gpu"]
         if gpu_lane is None:
             gpu_lane = bool(gpu_specs) and accelerator_present(device)
         self._gpu_names = frozenset(s.name for s in gpu_specs) if gpu_lane and gpu_specs else frozenset()
         cpu_specs = [s for s in specs if s.name not in self._gpu_names]
-        self._pool = _pool(cpu_specs, self.workers, device, threads_per_worker)
-        self._gpu = _pool(gpu_specs, 1, device, threads_per_worker) if self._gpu_names else None
+        self._pool = Supervisor(ProcessBackend(cpu_specs, device=device, threads=threads_per_worker,
+                                               label="worker"), self.workers, label="worker")
+        self._gpu = (Supervisor(ProcessBackend(gpu_specs, device=device, threads=threads_per_worker,
+                                               label="gpu-lane"), 1, label="GPU lane")
+                     if self._gpu_names else None)
         # one chunk computing and one waiting per CPU worker, plus two for the GPU lane
         self.capacity = self.workers * 2 + (2 if self._gpu else 0)
         if self._gpu:
@@ -107,11 +65,10 @@ class LocalExecutor:
 
     def submit(self, units: list[WorkUnit]) -> "Future[list[dict[str, AnalyzerResult]]]":
         if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):
-            return self._pool.submit(_process, units)
+            return self._pool.submit(units)
         outer: Future = Future()
-        gpu_units = [WorkUnit(u.track, tuple(n for n in u.due if n in self._gpu_names), u.ready)
-                     for u in units]
-        gpu_future = self._gpu.submit(_process, gpu_units)
+        gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names)) for u in units]
+        gpu_future = self._gpu.submit(gpu_units)
         gpu_future.add_done_callback(lambda f: self._after_gpu(f, units, outer))
         return outer
 
@@ -119,13 +76,13 @@ class LocalExecutor:
         """Hand the CPU part of each track to the CPU lane, then combine both lanes' results."""
         try:
             gpu_results = gpu_future.result()
-            cpu_units = [WorkUnit(u.track, tuple(n for n in u.due if n not in self._gpu_names),
-                                  u.ready | {n for n, r in res.items() if r.status == "ok"})
+            cpu_units = [replace(u, due=tuple(n for n in u.due if n not in self._gpu_names),
+                                 ready=u.ready | {n for n, r in res.items() if r.status == "ok"})
                          for u, res in zip(units, gpu_results)]
             if not any(u.due for u in cpu_units):
                 outer.set_result(gpu_results)
                 return
-            cpu_future = self._pool.submit(_process, cpu_units)
+            cpu_future = self._pool.submit(cpu_units)
         except BaseException as exc:  # noqa: BLE001 - reported per track by the coordinator
             outer.set_exception(exc)
             return
@@ -138,15 +95,12 @@ class LocalExecutor:
 
         cpu_future.add_done_callback(combine)
 
+    @property
+    def deaths(self) -> int:
+        """Worker processes lost so far (CPU workers and GPU lane)."""
+        return self._pool.deaths + (self._gpu.deaths if self._gpu else 0)
+
     def shutdown(self, *, cancel: bool = False) -> None:
-        pools = [p for p in (self._gpu, self._pool) if p is not None]
-        for pool in pools:
-            if cancel:  # abandon in-flight work: stop the worker processes now
-                _terminate(pool)
-            else:
-                pool.shutdown(wait=True)
-        for k, v in self._saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        for sup in (self._gpu, self._pool):  # the GPU lane first: it feeds the CPU workers
+            if sup is not None:
+                sup.shutdown(cancel=cancel)

@@ -29,6 +29,7 @@ from typing import Any
 from .. import analyzers as registry
 from ..analyzers.base import Analyzer
 from ..core.config import RunOptions
+from ..core.errors import ConfigError
 from ..core.dataset import Track, discover
 from .worker import AnalyzerSpec, WorkUnit, describe
 from ..executors import make_executor
@@ -36,6 +37,7 @@ from ..core.locks import Lease, try_lease
 from .plan import BLOCKED, DONE, DUE, FAILED, UNAVAILABLE, decide, read_for_plan, source_fingerprint
 from ..core.sidecar import AnalyzerResult, merge
 from .timing import Timing
+from . import limits
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,8 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     root = Path(dataset)
     emit = progress or (lambda *a, **k: None)
     analyzers, unavailable = build_analyzers(options)
+    if options.explicit_analyzers:
+        _check_named_available(options.analyzers, unavailable)
     summary = RunSummary(dataset=str(root), analyzers=list(analyzers), unavailable=unavailable,
                          counts={n: Counter() for n in analyzers}, forced=bool(options.force))
     tracks = discover(root)
@@ -175,6 +179,8 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
                              ray_address=options.ray_address)
     inflight: dict[Future, list[tuple[WorkUnit, Lease]]] = {}
     submitting: list[tuple[WorkUnit, Lease]] = []
+    waiting: list[tuple[WorkUnit, Lease]] = []  # leased, held back until memory frees up
+    budget = options.max_memory or limits.default_memory_budget()
     with _StopFlag(raise_on_second=options.executor == "serial") as stop:
         try:
             announced = False
@@ -184,9 +190,20 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
                 if stop.count and not announced:
                     announced = True
                     emit("stopping", in_flight=sum(len(v) for v in inflight.values()))
-                while pending and not stop.count and len(inflight) < executor.capacity:
-                    submitting = _lease_chunk(pending, chunk, analyzers, unavailable, options,
-                                              summary, emit)
+                if stop.count and waiting:  # never started: give the tracks back
+                    for _unit, lease in waiting:
+                        lease.release()
+                    waiting = []
+                while (pending or waiting) and not stop.count and len(inflight) < executor.capacity:
+                    submitting = waiting or _lease_chunk(pending, chunk, analyzers, unavailable,
+                                                         options, summary, emit)
+                    waiting = []
+                    submitting = _over_budget(submitting, budget, analyzers, summary, emit, timing)
+                    need = sum(u.memory for u, _ in submitting)
+                    if submitting and inflight and budget and need + sum(
+                            u.memory for v in inflight.values() for u, _ in v) > budget:
+                        waiting, submitting = submitting, []  # wait for tracks in flight to finish
+                        break
                     if submitting:
                         inflight[executor.submit([u for u, _ in submitting])] = submitting
                     submitting = []
@@ -200,16 +217,42 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
             stop.count = max(stop.count, 2)
         finally:
             summary.interrupted = stop.count > 0
-            abandoned = [*submitting, *(x for v in inflight.values() for x in v)]
+            abandoned = [*submitting, *waiting, *(x for v in inflight.values() for x in v)]
             if abandoned:
                 emit("abandoning", abandoned=len(abandoned))
-            executor.shutdown(cancel=bool(abandoned))
+            executor.shutdown(cancel=bool(inflight))
             for _unit, lease in abandoned:  # clean temporaries; sidecars were never half-written
                 lease.clean_stale_temporaries()
                 lease.release()
     summary.wall_seconds = time.perf_counter() - started
     summary.timing = timing.finish(summary.wall_seconds, executor)
     return summary
+
+
+def _check_named_available(named: list[str], unavailable: dict[str, str]) -> None:
+    """An analyzer the user asked for by name (or one it requires) that cannot run here is an
+    error before any work starts, not a quiet "nothing to do"."""
+    wanted = set(registry.resolve_order(named))
+    missing = {n: r for n, r in unavailable.items() if n in wanted}
+    if missing:
+        raise ConfigError("; ".join(f"{n} cannot run here: {r}" for n, r in missing.items()))
+
+
+def _over_budget(leased: list[tuple[WorkUnit, Lease]], budget: float,
+                 analyzers: dict[str, Analyzer], summary: RunSummary, emit: ProgressFn,
+                 timing: Any) -> list[tuple[WorkUnit, Lease]]:
+    """Fail (and write) the tracks whose estimated working set exceeds ``budget``; the rest."""
+    if not budget:
+        return leased
+    over = [(u, lease) for u, lease in leased if u.memory > budget]
+    if not over:
+        return leased
+    reason = "needs about {} GiB, budget {} GiB (--max-memory)"
+    fut: Future = Future()
+    fut.set_result([{n: AnalyzerResult(status="error", error=reason.format(
+        limits.describe_gib(u.memory), limits.describe_gib(budget))) for n in u.due} for u, _ in over])
+    _finish(fut, over, analyzers, summary, emit, timing)
+    return [x for x in leased if x not in over]
 
 
 def _count_terminal(summary: RunSummary, decisions: dict[str, Any]) -> None:
@@ -246,7 +289,10 @@ def _lease_chunk(pending: deque[Track], chunk: int, analyzers: dict[str, Analyze
             continue
         lease.clean_stale_temporaries()
         ready = frozenset(n for n, d in decisions.items() if d.state == DONE)
-        leased.append((WorkUnit(track, due, ready), lease))
+        info = limits.audio_info(track.mix)
+        leased.append((WorkUnit(track, due, ready,
+                                timeout=limits.track_timeout(info, options.track_timeout),
+                                memory=limits.memory_needed(info, due) if info else 0), lease))
     return leased
 
 
@@ -262,6 +308,9 @@ def _finish(fut: Future, leased: list[tuple[WorkUnit, Lease]], analyzers: dict[s
                     for unit, _ in leased]
     for (unit, lease), results in zip(leased, outcomes):
         rel = unit.track.relpath(Path(summary.dataset))
+        for name, res in results.items():  # failures decided outside the worker (a worker's death)
+            if not res.params and name in analyzers:
+                res.version, res.params = analyzers[name].version, analyzers[name].params_hash()
         try:
             try:
                 source = source_fingerprint(unit.track)

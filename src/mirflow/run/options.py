@@ -9,6 +9,7 @@ from .. import analyzers as registry
 from ..core import devices
 from ..core.config import Config, RunOptions
 from ..core.errors import ConfigError
+from .limits import parse_size
 
 #: The analyzer that runs other analyzers on each stem; it gets their parameters from the run.
 STEMS = "stems"
@@ -60,7 +61,9 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
                   executor: str | None = None, device: str | None = None,
                   force: list[str] | None = None, retry_failed: bool = False,
                   chunk: int | None = None, ray_address: str | None = None,
-                  params: dict[str, dict[str, Any]] | None = None) -> RunOptions:
+                  params: dict[str, dict[str, Any]] | None = None,
+                  track_timeout: float | None = None,
+                  max_memory: str | float | None = None) -> RunOptions:
     """Merge the file configuration with command-line overrides (which win) into run options.
 
     Every analyzer named anywhere (the run, ``[analyzers.NAME]``, ``--set``) is constructed once
@@ -102,4 +105,7 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
                       executor=chosen_executor, workers=run.workers if workers is None else workers,
                       device=resolve_device(device or run.device, order), force=frozenset(forced),
                       retry_failed=retry_failed, chunk=run.chunk if chunk is None else chunk,
-                      ray_address=ray_address or run.ray_address)
+                      ray_address=ray_address or run.ray_address,
+                      track_timeout=run.track_timeout if track_timeout is None else track_timeout,
+                      max_memory=parse_size(memory) if (memory := max_memory or run.max_memory) else 0.0,
+                      explicit_analyzers=bool(analyzers or cfg.run.analyzers))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,10 @@ class WorkUnit:
     track: Track
     due: tuple[str, ...]
     ready: frozenset[str] = frozenset()
+    #: Seconds this unit may take before its worker is replaced and the unit failed (0: no limit).
+    timeout: float = 0.0
+    #: Estimated peak bytes for analysing this unit (:func:`mirflow.run.limits.memory_needed`; 0: unknown).
+    memory: int = 0
 
 
 def describe(exc: BaseException) -> str:
@@ -54,8 +59,12 @@ def describe(exc: BaseException) -> str:
 class Worker:
     """Analyzer state for one worker; see the module docstring."""
 
-    def __init__(self, specs: list[AnalyzerSpec], *, device: str = "auto", threads: int = 0) -> None:
+    def __init__(self, specs: list[AnalyzerSpec], *, device: str = "auto", threads: int = 0,
+                 on_phase: Callable[[str, str], None] | None = None) -> None:
         self.specs = {s.name: s for s in specs}
+        #: Told ``(step, analyzer)`` before each decode/setup/analyze step, so a supervisor that
+        #: sees this process die knows what it was doing.
+        self.on_phase = on_phase or (lambda step, name: None)
         self.order = list(self.specs)
         self.device = device
         self.threads = threads  # CPU threads per analyzer thread pool (0: library default)
@@ -68,6 +77,7 @@ class Worker:
         if name in self._setup_errors:
             raise self._setup_errors[name]
         if name not in self._analyzers:
+            self.on_phase("setup", name)
             inst = self.specs[name].build()
             inst.threads = self.threads
             try:
@@ -78,6 +88,13 @@ class Worker:
             self.setup_count[name] = self.setup_count.get(name, 0) + 1
             self._analyzers[name] = inst
         return self._analyzers[name]
+
+    def analyzer_or_none(self, name: str) -> Analyzer | None:
+        """Like :meth:`analyzer`, ``None`` when its setup failed (the failure is remembered)."""
+        try:
+            return self.analyzer(name)
+        except Exception:  # noqa: BLE001 - reported per track by _run_one_analyzer
+            return None
 
     def close(self) -> None:
         for inst in self._analyzers.values():
@@ -94,6 +111,7 @@ class Worker:
         ``contexts`` (one per unit) are used instead of decoding ``unit.track.mix``: e.g. a signal
         already in memory (:func:`mirflow.analyze`); they keep what the analyzers computed.
         """
+        self.on_phase("decode", "")
         ctxs = contexts if contexts is not None else [TrackContext(u.track.mix) for u in units]
         results: list[dict[str, AnalyzerResult]] = [{} for _ in units]
         for name in self.order:
@@ -108,6 +126,8 @@ class Worker:
                 else:
                     runnable.append(i)
             if runnable:
+                self.analyzer_or_none(name)  # set up first: a crash there is the setup's fault
+                self.on_phase("analyze", name)
                 self._run_one_analyzer(name, [units[i] for i in runnable], [ctxs[i] for i in runnable],
                                        [results[i] for i in runnable])
         for ctx, res in zip(ctxs, results):

@@ -1,0 +1,230 @@
+"""Worker processes on this machine, managed one by one (the local executor's backend).
+
+Each worker is a ``spawn``-ed process holding one :class:`~mirflow.run.worker.Worker` (analyzers set
+up once per process) and a duplex pipe to the coordinator. It computes one task at a time and
+reports, besides the results, which step it is in (``decode``, ``setup NAME``, ``analyze NAME``),
+so when it dies the supervisor knows which analyzer was running.
+
+Thread pools: every BLAS/OpenMP/numba/torch pool is pinned before the child imports any numeric
+library (environment variables given to the child at start, plus ``threadpoolctl`` in it).
+
+No orphans: a worker exits within about a second of its coordinator's death, however the
+coordinator died (SIGKILL included). On Linux the kernel sends it SIGKILL (``prctl(PR_SET_PDEATHSIG)``,
+set through ctypes at start); everywhere a watchdog thread also polls the parent process id and
+ends the worker when it changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from ..run.worker import AnalyzerSpec, WorkUnit, Worker, describe
+from .supervisor import Event, death_reason
+
+log = logging.getLogger(__name__)
+
+#: Variables that size the thread pools of OpenBLAS, MKL, OpenMP, Apple Accelerate, numexpr and numba.
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                   "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
+_PR_SET_PDEATHSIG = 1
+WATCHDOG_S = 0.5
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process end when ``parent_pid`` ends (kernel signal on Linux, watchdog thread
+    everywhere). Call first thing in a child process."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - exotic libc
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="mirflow-parent-watchdog", daemon=True).start()
+
+
+def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], device: str,
+                threads: int, log_level: int) -> None:
+    """The loop of one worker process: receive ``(task_id, units)``, send back events."""
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides how to stop
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    from threadpoolctl import threadpool_limits
+
+    limits = threadpool_limits(limits=threads)  # noqa: F841 - kept for the life of the process
+    task_id: list[int | None] = [None]
+
+    def phase(step: str, name: str) -> None:
+        conn.send(("phase", task_id[0], (step, name)))
+
+    from .. import analyzers as registry
+
+    registry.available_names()  # import the analyzer modules now, not on the first track's time
+    worker = Worker(specs, device=device, threads=threads, on_phase=phase)
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break  # the coordinator is gone
+            if msg is None:
+                break
+            task_id[0], units = msg
+            try:
+                results = worker.process(units)
+                conn.send(("result", task_id[0], results))
+            except BaseException as exc:  # noqa: BLE001 - reported for the whole task
+                conn.send(("error", task_id[0], describe(exc)))
+    finally:
+        worker.close()
+
+
+class ProcessSlot:
+    """One worker process (restartable) and the coordinator's end of its pipe."""
+
+    def __init__(self, index: int, specs: list[AnalyzerSpec], device: str, threads: int,
+                 label: str) -> None:
+        self.index = index
+        self.specs = specs
+        self.device = device
+        self.threads = threads
+        self.label = label
+        self.proc: Any = None
+        self.conn: Connection | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=True)
+        saved = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
+        for k in THREAD_ENV_VARS:  # inherited by the spawned child before it imports numpy
+            os.environ[k] = str(self.threads)
+        try:
+            self.proc = ctx.Process(
+                target=worker_main, name=f"mirflow-{self.label}-{self.index}", daemon=True,
+                args=(child, os.getpid(), self.specs, self.device, self.threads,
+                      logging.getLogger().getEffectiveLevel()))
+            self.proc.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        child.close()
+        self.conn = parent
+        self.starts += 1
+
+    def send(self, task_id: int, units: list[WorkUnit]) -> None:
+        if self.proc is None or not self.proc.is_alive():
+            self.kill()
+            self.start()
+        try:
+            assert self.conn is not None
+            self.conn.send((task_id, units))
+        except (BrokenPipeError, OSError) as exc:  # it died between the check and the send
+            log.debug("send to %s %d failed: %s", self.label, self.index, exc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=5)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def close(self, timeout: float) -> None:
+        if self.proc is None:
+            return
+        if self.proc.is_alive() and self.conn is not None:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def exitcode(self) -> int | None:
+        return None if self.proc is None else self.proc.exitcode
+
+
+class ProcessBackend:
+    """:class:`~mirflow.executors.supervisor.Backend` of local worker processes."""
+
+    def __init__(self, specs: list[AnalyzerSpec], *, device: str, threads: int = 1,
+                 label: str = "worker") -> None:
+        self.specs = specs
+        self.device = device
+        self.threads = threads
+        self.label = label
+
+    def new_slot(self, index: int) -> ProcessSlot:
+        return ProcessSlot(index, self.specs, self.device, self.threads, self.label)
+
+    def poll(self, slots: list[ProcessSlot], timeout: float) -> list[tuple[ProcessSlot, Event]]:
+        by_handle: dict[Any, ProcessSlot] = {}
+        for s in slots:
+            if s.conn is not None:
+                by_handle[s.conn] = s
+            if s.proc is not None:
+                by_handle[s.proc.sentinel] = s
+        if not by_handle:
+            time.sleep(timeout)
+            return []
+        events: list[tuple[ProcessSlot, Event]] = []
+        ready = wait(list(by_handle), timeout)
+        seen: set[int] = set()
+        for handle in ready:
+            slot = by_handle[handle]
+            if id(slot) in seen:
+                continue
+            seen.add(id(slot))
+            events.extend((slot, e) for e in self._drain(slot))
+        return events
+
+    @staticmethod
+    def _drain(slot: ProcessSlot) -> list[Event]:
+        """Every message waiting from ``slot``; a ``died`` event when its process has ended."""
+        out: list[Event] = []
+        conn = slot.conn
+        while conn is not None:
+            try:
+                if not conn.poll():
+                    break
+                kind, task, data = conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception as exc:  # noqa: BLE001 - a result that does not unpickle
+                out.append(Event("error", f"result could not be received: {describe(exc)}"))
+                break
+            out.append(Event(kind, data, task))
+            if kind in ("result", "error"):
+                break
+        if not out or out[-1].kind == "phase":
+            proc = slot.proc
+            if proc is not None and not proc.is_alive():
+                proc.join(1)
+                out.append(Event("died", death_reason(proc.exitcode)))
+        return out
