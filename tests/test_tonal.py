@@ -51,7 +51,8 @@ def test_chroma_mean_of_a_c_major_triad():
     assert chroma.shape == (12,) and chroma.sum() == pytest.approx(1.0, abs=1e-9)
     assert set(np.argsort(chroma)[-3:]) == {0, 4, 7}   # C, E, G
     assert out["key"] == "C" and out["scale"] == "major"
-    assert 0.5 < out["key_strength"] <= 1.0
+    assert 0.9 < out["key_strength"] <= 1.0          # nothing else comes close to a lone triad
+    assert 0.5 < out["key_correlation"] <= 1.0
     json.dumps(out, allow_nan=False)
 
 
@@ -87,4 +88,30 @@ def test_silence_noise_and_too_short():
     noise = np.random.default_rng(1).standard_normal(2 * SR).astype(np.float32) * 0.1
     out = TonalAnalyzer().analyze(TrackContext.from_array(noise, SR))
     json.dumps(out, allow_nan=False)
-    assert out["key_strength"] < 0.6   # noise has no clear key
+    assert out["key_strength"] < 0.3   # noise has no clear key: weight spread over the 24 keys
+    assert 0 <= out["key_correlation"] < 0.6
+
+
+def test_key_strength_is_a_distribution_over_24_keys():
+    from mirflow.analyzers.tonal import key_probabilities
+
+    major, _ = KEY_PROFILES["kostka-payne"]
+    clear = np.roll(np.asarray(major) / np.sum(major), 7)         # G major, a textbook chroma
+    p = key_probabilities(clear)
+    assert p.shape == (24,) and p.sum() == pytest.approx(1.0) and int(np.argmax(p)) == 7
+    assert p.max() > 0.9
+    flat = np.full(12, 1 / 12)
+    assert key_probabilities(flat) == pytest.approx(np.full(24, 1 / 24))
+    # Blending G major towards a flat chroma lowers the strength step by step.
+    strengths = [key_probabilities(a * clear + (1 - a) * flat).max() for a in (1.0, 0.5, 0.2, 0.05)]
+    assert strengths == sorted(strengths, reverse=True) and strengths[-1] < 0.2
+
+
+def test_content_only_above_11_khz_is_not_called_silent():
+    sr, n = 48000, 4 * 48000
+    fade = np.hanning(2 * 2400)
+    w = np.ones(n)
+    w[:2400], w[-2400:] = fade[:2400], fade[2400:]
+    tone = (0.5 * np.sin(2 * np.pi * 12000 * np.arange(n) / sr) * w).astype(np.float32)
+    out = TonalAnalyzer().analyze(TrackContext.from_array(tone, sr))
+    assert out["key"] is None and out["_note"].startswith("no content below 11 kHz")
