@@ -57,7 +57,7 @@ from ..core.stft import (SILENCE_DB, STFT_HOP, STFT_N_FFT, STFT_SR, active_frame
                          finite_or_none, power_projection, shared_stft, unusable_note)
 
 #: Key names, index = pitch class (semitones above C).
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+from ..core.synth import PITCH_CLASSES  # noqa: E402 - one definition, sharps, index = semitones above C
 
 #: Key profiles (major, minor), tonic first.
 KEY_PROFILES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
