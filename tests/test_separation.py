@@ -314,6 +314,37 @@ def test_unavailable_reasons_say_how_to_get_weights(repo: Path, tmp_path: Path,
     assert SeparationAnalyzer(model="htdemucs_6s").unavailable_reason() is None
 
 
+def test_weights_from_a_models_folder_and_corrupt_weights(repo: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --sep-repo, .th files in a mirflow models folder serve the model (bag from Demucs' own
+    catalogue); a weight file whose SHA-256 no longer matches its name is refused when loading."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    mdir = tmp_path / "models"
+    mdir.mkdir()
+    from tiny_demucs import save_model
+
+    save_model(tiny_htdemucs(), mdir, "955717e8")  # a tiny stand-in under htdemucs' signature
+    sep = SeparationAnalyzer(models_dir=str(mdir))
+    assert sep.unavailable_reason() is None
+    assert sep.hashed_params()["signature"] == "955717e8"
+    assert SeparationAnalyzer(models_dir=str(mdir)).params_hash() == SeparationAnalyzer().params_hash()
+    sep.setup("cpu")
+    assert sep.sources == SOURCES and sep._signature == "955717e8"
+    sep.teardown()
+
+    broken = tmp_path / "broken-repo"
+    shutil.copytree(repo, broken)
+    th = next(broken.glob("abc00000-*.th"))
+    data = bytearray(th.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    th.write_bytes(bytes(data))
+    bad = SeparationAnalyzer(model="tiny", repo=str(broken))
+    assert bad.unavailable_reason() is None  # cheap check: the files are there
+    with pytest.raises(ModelUnavailableError, match="(?i)checksum.*models verify"):
+        bad.setup("cpu")
+
+
 def test_module_import_does_not_import_torch() -> None:
     code = ("import sys; from mirflow.analyzers.separation import SeparationAnalyzer as S; "
             "S().unavailable_reason(); S().params_hash(); S().output_files(__import__('pathlib').Path('.'), {}); "

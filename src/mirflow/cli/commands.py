@@ -68,6 +68,8 @@ def _collect_params(kwargs: dict[str, Any], sets: tuple[str, ...]) -> dict[str, 
         elif flag in ("sep_repo", "models_dir"):
             value = str(Path(value).expanduser().resolve())
         params.setdefault(analyzer, {})[param] = value
+        if flag == "models_dir":  # one models folder for the classifiers and the Demucs weights
+            params.setdefault("separation", {})["models_dir"] = value
     return params
 
 
@@ -104,7 +106,7 @@ _dataset_arg = click.argument("dataset", type=click.Path(path_type=Path, file_ok
 @click.option("--classifier-backend", type=click.Choice(["auto", "onnx", "essentia"]), help="Classifier runtime.")
 @click.option("--classifier-batch", type=click.IntRange(min=1), help="Patches per inference call (default 64).")
 @click.option("--classifier-series", is_flag=True, default=None, help="Also store per-patch classifier series.")
-@click.option("--models-dir", type=click.Path(file_okay=False), help="Classifier models folder.")
+@click.option("--models-dir", type=click.Path(file_okay=False), help="Models folder (classifiers, Demucs weights).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary instead of the table.")
 def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str | None,
         device: str | None, force: str | None, retry_failed: bool, chunk: int | None,
