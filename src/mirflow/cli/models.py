@@ -105,7 +105,11 @@ def download_cmd(names: tuple[str, ...], models_dir: Path | None, force: bool,
                  base_url: str | None) -> None:
     """Download models by name (resumes partial downloads; records SHA-256 in a lock file)."""
     chosen = _names(names)
-    console.print(registry.LICENCE_NOTE, style="dim")
+    families = {registry.get(n).family for n in chosen}
+    if "essentia" in families:
+        console.print(registry.LICENCE_NOTE, style="dim")
+    if "demucs" in families:
+        console.print(demucs_models.LICENCE_NOTE, style="dim")
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=console, transient=False) as bar:
         tasks: dict[str, int] = {}
