@@ -2,13 +2,16 @@
 
 Write to a temporary file in the destination's folder (so the rename cannot cross file systems),
 flush and fsync it, ``os.replace`` it over the destination, then fsync the folder so the rename
-itself survives a power cut.
+itself survives a power cut. :func:`atomic_write_bytes` does it for bytes in memory,
+:func:`atomic_path` for writers that take a file name (pyarrow, soundfile, a child process).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: Prefix of every temporary file mirflow writes (sidecars, stems, model files): dataset discovery
@@ -61,5 +64,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary file name to write ``path`` through, for writers that take a file name.
+
+    Yields ``<folder>/.mirflow-tmp-XXXX.part<suffix>`` beside ``path`` (same suffix, so writers
+    that choose the format from it, such as soundfile, still do). When the block ends normally the
+    file is fsynced, given the mode a plain ``open()`` would give it, renamed over ``path`` and the
+    folder fsynced; when it raises, the temporary file is removed and ``path`` is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=f".part{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to {tmp.name} for {path.name}")
+        os.chmod(tmp, 0o666 & ~current_umask())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)

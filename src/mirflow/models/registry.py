@@ -32,7 +32,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,7 +42,7 @@ from typing import Any
 
 from ..core.errors import (ConfigError, ConvertError, DownloadError, ModelLockError,
                            ModelUnavailableError)
-from ..core.fsutil import atomic_write_bytes
+from ..core.fsutil import atomic_path, atomic_write_bytes
 from . import demucs as demucs_models
 from .checksums import sha256_file
 
@@ -626,23 +625,19 @@ def convert(name: str, *, models_dir: str | os.PathLike[str] | None = None, opse
         raise ConvertError("converting needs tf2onnx and TensorFlow: pip install tf2onnx tensorflow-cpu")
     iface = interface(spec, models_dir)
     dest = pb.with_name(spec.file_name("onnx"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    cmd = [sys.executable, "-m", "tf2onnx.convert", "--graphdef", str(pb),
-           "--inputs", f"{iface.input}:0", "--outputs", f"{iface.output}:0",
-           "--opset", str(opset), "--output", tmp]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              check=False)
-        if proc.returncode != 0 or not Path(tmp).stat().st_size:
+    with atomic_path(dest) as tmp:
+        cmd = [sys.executable, "-m", "tf2onnx.convert", "--graphdef", str(pb),
+               "--inputs", f"{iface.input}:0", "--outputs", f"{iface.output}:0",
+               "--opset", str(opset), "--output", str(tmp)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                                  check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise ConvertError(f"tf2onnx did not finish converting {pb.name} in {timeout:.0f} s") from exc
+        if proc.returncode != 0 or not tmp.stat().st_size:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
             raise ConvertError(f"tf2onnx failed on {pb.name} (exit {proc.returncode}):\n{tail}")
-        os.replace(tmp, dest)
-    except subprocess.TimeoutExpired as exc:
-        raise ConvertError(f"tf2onnx did not finish converting {pb.name} in {timeout:.0f} s") from exc
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     record(dest, source=f"converted from {pb.name}")
     return dest
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.fsutil import atomic_path
 from ..core.sidecar import to_jsonable
 from .table import ResultSet, collect, to_arrow
 
@@ -49,9 +50,7 @@ def write(rs: ResultSet, output: Path, *, stems: bool = False) -> int:
     """Write an already collected :class:`ResultSet` (see :func:`export`)."""
     rows, columns = (rs.stems, rs.stem_columns) if stems else (rs.tracks, rs.track_columns)
     fmt = output.suffix.lower()
-    tmp = output.with_name(f".{output.name}.partial")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_path(output) as tmp:
         if fmt == ".parquet":
             import pyarrow.parquet as pq
 
@@ -66,9 +65,6 @@ def write(rs: ResultSet, output: Path, *, stems: bool = False) -> int:
                 for row in rows:
                     f.write(json.dumps({c: to_jsonable(row.get(c)) for c in columns},
                                        ensure_ascii=False, allow_nan=False) + "\n")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return len(rows)
 
 
