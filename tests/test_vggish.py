@@ -71,7 +71,9 @@ def test_track_patches_memoised_once_per_context():
 def _essentia_frames(signal: np.ndarray) -> np.ndarray:
     """What TensorflowPredictVGGish feeds its model (skips when essentia is not installed)."""
     pytest.importorskip("essentia")
-    return vggish.essentia_reference_frames(signal)
+    from essentia_reference import essentia_reference_frames
+
+    return essentia_reference_frames(signal)
 
 
 @pytest.mark.parametrize("seconds,seed", [(0.3, 1), (3.33, 2), (12.0, 3)])

@@ -215,10 +215,9 @@ def true_peak(samples: np.ndarray, sr: int) -> float:
     Why soxr rather than the Annex's example 48-tap filter: soxr's linear-phase filter is flat
     (+-0.001 dB) to 0.91 of the Nyquist frequency (20 kHz at 44.1 kHz) and rejects images by more
     than 130 dB, whereas the Annex filter is already -1.5 dB at 20 kHz. Clipped masters have their
-    overs high in frequency, so the Annex filter under-reads them: by up to 0.4 dB on the real-music
-    corpus, where soxr reads within 0.15 dB of a 32x band-limited reference (the rest is the
-    coarseness of any 4x grid) and within 0.09 dB of FFmpeg's ``ebur128``. It costs about 0.5 s of
-    CPU per 10 minutes of stereo at 44.1 kHz.
+    overs high in frequency, so the Annex filter under-reads them; ``benchmarks/RESULTS.md``
+    (section 2) compares both filters with a band-limited reference and FFmpeg's ``ebur128`` on real
+    music, and gives the cost.
 
     The result is never below the sample peak: content above the filter's passband, which the
     reconstruction drops, can make a sample exceed every interpolated value.

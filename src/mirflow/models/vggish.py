@@ -216,21 +216,3 @@ __all__ = ["SAMPLE_RATE", "PATCH_FRAMES", "PATCH_HOP", "N_BANDS", "MIN_SAMPLES",
            "log_mel_frames", "patches", "patches_from_frames", "track_patches", "n_frames",
            "n_patches", "mel_matrix"]
 
-
-def essentia_reference_frames(signal: np.ndarray) -> np.ndarray:
-    """Essentia's own log-mel frames for ``signal`` (16 kHz mono), the reference :func:`log_mel_frames`
-    is checked against: what ``TensorflowPredictVGGish`` feeds its model, i.e. a streaming
-    ``FrameCutter(400, 160)`` into ``TensorflowInputVGGish``. Needs the ``essentia`` package."""
-    import essentia
-    import essentia.streaming as ess
-
-    essentia.log.infoActive = False
-    vec = ess.VectorInput(np.asarray(signal, dtype=np.float32))
-    cutter = ess.FrameCutter(frameSize=400, hopSize=160)
-    mel = ess.TensorflowInputVGGish()
-    pool = essentia.Pool()
-    vec.data >> cutter.signal
-    cutter.frame >> mel.frame
-    mel.bands >> (pool, "bands")
-    essentia.run(vec)
-    return np.array(pool["bands"])
