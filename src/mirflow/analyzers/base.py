@@ -59,6 +59,8 @@ def describe_param(field: FieldInfo) -> str:
     text = _type_words(field.annotation)
     bounds = []
     for m in field.metadata:
+        if getattr(m, "min_length", None):
+            bounds.append("not empty" if m.min_length == 1 else f"at least {m.min_length} long")
         for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
             value = getattr(m, attr, None)
             if value is not None:

@@ -264,10 +264,27 @@ def organize(src: Path, dest: Path, mode: str, dry_run: bool, as_json: bool) -> 
 
 
 @main.command(name="analyzers")
-def list_analyzers() -> None:
+@click.option("--params", "show_params", is_flag=True,
+              help="List every parameter: type, range or choices, default, meaning.")
+@click.option("--markdown", is_flag=True, help="With --params: as a Markdown table (the README's).")
+def list_analyzers(show_params: bool, markdown: bool) -> None:
     """List the registered analyzers, their outputs and whether they can run here."""
     from .. import analyzers as registry
 
+    if show_params or markdown:
+        from . import params as param_docs
+
+        if markdown:
+            click.echo(param_docs.markdown(), nl=False)
+            return
+        ptable = Table()
+        for col in ("analyzer", "parameter", "allowed", "default", "meaning"):
+            ptable.add_column(col, overflow="fold")
+        for r in param_docs.rows():
+            ptable.add_row(*(escape(r[k]) for k in ("analyzer", "parameter", "allowed", "default",
+                                                    "meaning")))
+        out.print(ptable)
+        return
     table = Table()
     for col in ("analyzer", "version", "device", "outputs", "available"):
         table.add_column(col)
