@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -24,6 +25,7 @@ from ..core import config as cfgmod
 from ..run.options import build_options
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, MirflowGroup
 STATUS_LIST_LIMIT = 50  # failures listed by `status` before it refers to --json
+log = logging.getLogger(__name__)
 
 console = Console(stderr=True)
 out = Console()
@@ -49,12 +51,16 @@ PARAM_FLAGS: dict[str, tuple[str, str]] = {
 
 @click.group(cls=MirflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mirflow")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def main(verbose: int) -> None:
+@click.option("-v", "--verbose", count=True,
+              help="More log output: -v mirflow's info messages, -vv its debug messages.")
+@click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also append every mirflow log message (debug and up, timestamped) to FILE.")
+def main(verbose: int, log_file: Path | None) -> None:
     """Analyse music collections at dataset scale: stems, loudness, rhythm, harmony, spectral
     descriptors and classifier scores, written next to each track and exportable as one table."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from .logs import setup_logging
+
+    setup_logging(verbose, log_file)
 
 
 def _collect_params(kwargs: dict[str, Any], sets: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -107,11 +113,13 @@ _dataset_arg = click.argument("dataset", type=click.Path(path_type=Path, file_ok
 @click.option("--classifier-batch", type=click.IntRange(min=1), help="Patches per inference call (default 64).")
 @click.option("--classifier-series", is_flag=True, default=None, help="Also store per-patch classifier series.")
 @click.option("--models-dir", type=click.Path(file_okay=False), help="Models folder (classifiers, Demucs weights).")
+@click.option("--save-config", is_flag=True,
+              help="Keep the --set and flag parameters in DATASET/mirflow.toml (or --config FILE).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary instead of the table.")
 def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str | None,
         device: str | None, force: str | None, retry_failed: bool, chunk: int | None,
         config: Path | None, sets: tuple[str, ...], ray_address: str | None, as_json: bool,
-        **param_flags: Any) -> None:
+        save_config: bool, **param_flags: Any) -> None:
     """Analyse every track of DATASET that has something due (resumable, safe to run twice)."""
     from .progress import RunProgress
     from ..run.coordinator import run as run_dataset
@@ -120,24 +128,94 @@ def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str
                        workers=workers, executor=executor, device=device,
                        force=cfgmod.parse_names(force), retry_failed=retry_failed, chunk=chunk,
                        ray_address=ray_address, params=_collect_params(param_flags, sets))
+    _keep_or_warn(dataset, config, _collect_params(param_flags, sets), save=save_config)
     with RunProgress(console, enabled=not as_json and console.is_terminal,
                      log_lines=not as_json and not console.is_terminal) as prog:
-        summary = run_dataset(dataset, options, progress=prog.callback)
+        summary = run_dataset(dataset, options, progress=_unavailable_in_summary(prog.callback))
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
     else:
-        _print_run_summary(summary)
+        _print_run_summary(summary, named=_named(options))
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(EXIT_FAILED if summary.failed else EXIT_OK)
 
 
-def _print_run_summary(summary: Any) -> None:
+def _keep_or_warn(dataset: Path, config: Path | None, given: dict[str, dict[str, Any]], *,
+                  save: bool) -> None:
+    """--save-config: write the command-line parameters into the configuration file; otherwise
+    warn about those a plain `mirflow run` would revert (recomputing with the old values)."""
+    from ..run.config_save import reverted_by_plain_run, save_params
+
+    path = cfgmod.find_config(dataset, config) or dataset / cfgmod.CONFIG_NAME
+    if save and given:
+        save_params(path, given)
+        console.print(f"saved {', '.join(f'{a}.{p}' for a, v in given.items() for p in v)} "
+                      f"in {escape(str(path))}", highlight=False, soft_wrap=True)
+        return
+    reverted = reverted_by_plain_run(cfgmod.load(cfgmod.find_config(dataset, config)), given)
+    for name, changes in reverted.items():
+        said = ", ".join(f"{p}={v!r}" for p, (v, _) in changes.items())
+        plain = ", ".join(f"{p}={old!r}" for p, (_, old) in changes.items())
+        console.print(f"[yellow]warning:[/] {escape(name)} runs with {escape(said)}, which is not in "
+                      f"{escape(str(path))}: a plain `mirflow run` will recompute {escape(name)} with "
+                      f"{escape(plain)}; add --save-config to keep it", highlight=False)
+
+
+def _unavailable_in_summary(callback: Any) -> Any:
+    """The progress callback without the plan's unavailable list (the summary explains it once);
+    the plan is logged at INFO (-v) and every finished track at DEBUG (-vv)."""
+    def forward(event: str, **data: Any) -> None:
+        if event == "plan":
+            log.info("plan: %d tracks, %d with work due%s", data.get("tracks", 0), data.get("due", 0),
+                     f"; not available here: {', '.join(data['unavailable'])}"
+                     if data.get("unavailable") else "")
+            data = {**data, "unavailable": {}}
+        elif event == "track":
+            log.debug("track %s %s", data.get("track"),
+                      "failed" if data.get("failed") else data.get("skipped") or "done")
+        callback(event, **data)
+    return forward
+
+
+def _named(options: Any) -> frozenset[str]:
+    """Analyzers the user chose (``-a`` or ``run.analyzers``), not the default "all"."""
+    from ..run.options import default_analyzers
+
+    return frozenset(options.analyzers) if options.analyzers != default_analyzers() else frozenset()
+
+
+def _print_unavailable(con: Console, unavailable: dict[str, str], named: frozenset[str]) -> None:
+    """Explain in full the unavailable analyzers the user asked for; name the others on one line
+    (a default run does not repeat every missing model's instructions each time)."""
+    for name, reason in unavailable.items():
+        if name in named:
+            con.print(f"[yellow]{escape(name)} unavailable:[/] {escape(reason)}", highlight=False)
+    others = [n for n in unavailable if n not in named]
+    if others:
+        con.print(f"not available here: {escape(', '.join(others))} (`mirflow analyzers` says why)",
+                  style="dim", highlight=False)
+
+
+def _print_failures(con: Console, failures: list[Any], limit: int, more: str) -> None:
+    """One line per failed track: its error(s) and the analyzers that hit them."""
+    by_track: dict[str, dict[str, list[str]]] = {}
+    for f in failures:
+        by_track.setdefault(f.track, {}).setdefault(f.error, []).append(f.analyzer)
+    for track, errors in list(by_track.items())[:limit]:
+        text = " | ".join(f"{escape(err)} \\[{escape(', '.join(names))}]" for err, names in errors.items())
+        con.print(f"[red]failed[/] {escape(track)}: {text}", highlight=False, soft_wrap=True)
+    if len(by_track) > limit:
+        con.print(f"... and {len(by_track) - limit} more failed tracks ({more})", highlight=False)
+
+
+def _print_run_summary(summary: Any, *, named: frozenset[str] = frozenset()) -> None:
     if summary.tracks == 0:
-        console.print(f"[yellow]no tracks found in {summary.dataset}[/] (a track is a folder "
+        console.print(f"[yellow]no tracks found in {escape(summary.dataset)}[/] (a track is a folder "
                       "holding full_mix.<ext>; see `mirflow organize`)")
-    table = Table(title=f"mirflow run: {summary.tracks} tracks, {summary.wall_seconds:.1f} s")
-    for col in ("analyzer", "done", "skipped", "locked", "failed", "blocked", "unavailable", "s/track"):
+    table = Table(title=f"mirflow run: {summary.tracks} tracks, {summary.wall_seconds:.1f} s",
+                  box=box.SIMPLE_HEAD)
+    for col in ("analyzer", "done", "skipped", "locked", "failed", "blocked", "n/a", "s/track"):
         table.add_column(col, justify="left" if col == "analyzer" else "right")
     for name in summary.analyzers:
         c = summary.counts[name]
@@ -149,15 +227,13 @@ def _print_run_summary(summary: Any) -> None:
     from .estimates import print_timing
 
     print_timing(out, summary.timing)
-    for name, reason in summary.unavailable.items():
-        console.print(f"[yellow]{name} unavailable:[/] {reason}")
-    for f in summary.failures[:20]:
-        console.print(f"[red]failed[/] {escape(f.track)} \\[{f.analyzer}]: {escape(f.error)}")
-    if len(summary.failures) > 20:
-        console.print(f"... and {len(summary.failures) - 20} more (see `mirflow status`)")
+    _print_unavailable(console, summary.unavailable, named)
+    _print_failures(console, summary.failures, 20, "see `mirflow status`")
     for q in summary.quarantined:
-        console.print(f"[yellow]corrupt sidecar kept aside as[/] {q}")
-    if summary.work_done == 0 and not summary.interrupted and summary.tracks:
+        console.print(f"[yellow]corrupt sidecar kept aside as[/] {escape(str(q))}", highlight=False)
+    locked = sum(c["locked"] for c in summary.counts.values())
+    if summary.tracks_processed == 0 and not locked and not summary.interrupted and summary.tracks:
+        # blocked tracks (e.g. no stems) and earlier failures are not work: nothing was due
         console.print("[green]nothing to do: every track is up to date[/]")
     if summary.interrupted:
         console.print("[yellow]interrupted: run the same command again to resume[/]"
@@ -188,13 +264,11 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
         c = st.counts[name]
         table.add_row(name, *(str(c[k]) for k in ("done", "due", "failed", "blocked", "unavailable")))
     out.print(table)
-    for name, reason in st.unavailable.items():
-        out.print(f"[yellow]{name} unavailable:[/] {reason}")
-    for f in st.failures[:STATUS_LIST_LIMIT]:
-        out.print(f"[red]failed[/] {escape(f.track)} \\[{f.analyzer}]: {escape(f.error)}", highlight=False)
-    if len(st.failures) > STATUS_LIST_LIMIT:
-        out.print(f"... and {len(st.failures) - STATUS_LIST_LIMIT} more failures "
-                  "(`mirflow status --json` lists them all)")
+    _print_unavailable(out, st.unavailable, _named(options))
+    due = Counter({(name, reason): n for name, c in st.due_reasons.items() for reason, n in c.items()})
+    for (analyzer, reason), n in due.most_common(STATUS_LIST_LIMIT):
+        out.print(f"[cyan]due[/] {n} track(s) \\[{escape(analyzer)}]: {escape(reason)}", highlight=False)
+    _print_failures(out, st.failures, STATUS_LIST_LIMIT, "`mirflow status --json` lists them all")
     reasons = Counter((f.analyzer, f.error) for f in st.blocked)
     for (analyzer, reason), n in reasons.most_common():
         out.print(f"[yellow]blocked[/] {n} track(s) \\[{analyzer}]: {escape(reason)}", highlight=False)

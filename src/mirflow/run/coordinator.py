@@ -356,6 +356,8 @@ class DatasetStatus:
     unavailable: dict[str, str]
     failures: list[Failure]
     blocked: list[Failure]
+    #: ``{analyzer: Counter({reason: tracks})}``: why pairs are due ("parameter changed: ...").
+    due_reasons: dict[str, Counter] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "tracks": self.tracks,
@@ -363,6 +365,7 @@ class DatasetStatus:
                                   ("done", "due", "failed", "blocked", "unavailable")}
                               for n in self.analyzers},
                 "unavailable": self.unavailable,
+                "due_reasons": {n: dict(c) for n, c in self.due_reasons.items()},
                 "failures": [f.__dict__ for f in self.failures],
                 "blocked": [f.__dict__ for f in self.blocked]}
 
@@ -374,6 +377,7 @@ def status(dataset: str | os.PathLike[str], options: RunOptions) -> DatasetStatu
     counts = {n: Counter() for n in analyzers}
     failures: list[Failure] = []
     blocked: list[Failure] = []
+    due_reasons: dict[str, Counter] = {}
     tracks = discover(root)
     for track in tracks:
         for name, d in decide(track, read_for_plan(track), analyzers, unavailable=unavailable,
@@ -383,5 +387,7 @@ def status(dataset: str | os.PathLike[str], options: RunOptions) -> DatasetStatu
                 failures.append(Failure(track.relpath(root), name, d.reason))
             elif d.state == BLOCKED:
                 blocked.append(Failure(track.relpath(root), name, d.reason))
+            elif d.state == DUE:
+                due_reasons.setdefault(name, Counter())[d.reason] += 1
     return DatasetStatus(str(root), len(tracks), list(analyzers), counts, unavailable, failures,
-                         blocked)
+                         blocked, due_reasons)
