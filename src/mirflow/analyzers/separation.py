@@ -217,8 +217,8 @@ class SeparationAnalyzer(Analyzer):
         self._batch = self.params["batch"] or demucs_models.default_batch(self._device)
         if self._device.kind == "cpu":
             # The executor decided how many threads this worker gets (torch's intra-op count). Use
-            # them as concurrent single-thread forward passes: HTDemucs is many small ops, and two
-            # 1-thread passes at once took ~40% less CPU time than one 2-thread pass here.
+            # them as concurrent single-thread forward passes: HTDemucs is many small ops that scale
+            # badly over intra-op threads (benchmarks/RESULTS.md, "Where the CPU gain comes from").
             threads = torch.get_num_threads()
             self._lanes = max(1, min(threads, self.max_cpu_lanes))
             if self._lanes > 1:
@@ -255,6 +255,8 @@ class SeparationAnalyzer(Analyzer):
 
     # -- work --------------------------------------------------------------------------------------------
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
+        """One track through :meth:`analyze_batch`, the only implementation (replace with the base
+        class's batch-unwrapping helper once it exists)."""
         (result,) = self.analyze_batch([ctx])
         if isinstance(result, BaseException):
             raise result

@@ -449,9 +449,9 @@ def _load_hf(loc: Location) -> Any:
 def default_batch(device: Device) -> int:
     """Model segments per forward pass when the user did not say.
 
-    CPU: 1 (on this project's 2-core machine one pass over 4 segments was slower than 4 passes of
-    one; see benchmarks/RESULTS.md). MPS: 2. CUDA/ROCm: by memory, one full-size htdemucs segment per
-    4 GiB, 4..16 (not yet measured on a GPU; ``--sep-batch`` overrides it).
+    CPU: 1 (a pass over several segments was slower than as many passes of one; measured in
+    benchmarks/RESULTS.md). MPS: 2. CUDA/ROCm: by memory, one full-size htdemucs segment per 4 GiB,
+    4..16 (a rule not yet measured on a GPU; ``--sep-batch`` overrides it).
     """
     if device.kind == "cuda":
         import torch

@@ -12,8 +12,8 @@ so the outputs match ``apply_model`` up to the floating-point effect of the batc
 On CUDA the copy of a batch's output back to the host is queued right after its forward pass, and
 the overlap-add of batch *k* runs on the CPU while the device computes batch *k + 1*. On the CPU,
 ``lanes`` forward passes can run at once in threads: with one intra-op thread each, that uses the
-cores better than one pass spread over all of them (HTDemucs is many small ops; measured on a
-2-core machine, two single-thread passes at once needed ~40% less CPU time than one 2-thread pass).
+cores better than one pass spread over all of them (HTDemucs is many small ops that scale badly
+over intra-op threads; the measurement is in benchmarks/RESULTS.md, "Where the CPU gain comes from").
 
 This module knows nothing about mirflow's analyzers or executors: it takes tensors and yields
 tensors. ``torch`` and ``demucs`` are imported when it is imported, so import it lazily.
