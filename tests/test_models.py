@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import json
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -540,3 +541,11 @@ def test_download_demucs_weights_checks_the_name_prefix(server, tmp_path, demucs
     assert written == dest / tiny.name
     assert models.read_lock(dest)[tiny.name]["sha256"].startswith(tiny.stem.split("-")[1])
     assert dm.locate("htdemucs", dirs=[dest]).where == "models-dir"
+
+
+def test_bag_files_read_without_pyyaml(tmp_path, monkeypatch):
+    bag = tmp_path / "tiny.yaml"
+    bag.write_text("models: ['f7e0c4bc', \"d12395a8\"]\nweights: [[1.0, 0.0], [0.0, 1.0]]\n")
+    with_yaml = dm.read_bag(bag)
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` now raises ImportError
+    assert dm.read_bag(bag) == with_yaml == ("f7e0c4bc", "d12395a8")

@@ -133,10 +133,21 @@ def remote_files() -> dict[str, WeightFile]:
 
 
 def read_bag(yaml_file: Path) -> tuple[str, ...]:
-    """The signatures a Demucs bag file lists (its ``models:`` key)."""
-    import yaml  # PyYAML: a dependency of Demucs
+    """The signatures a Demucs bag file lists (its ``models:`` key).
 
-    data = yaml.safe_load(Path(yaml_file).read_text(encoding="utf-8"))
+    Read with PyYAML (a dependency of Demucs); without it (Demucs not installed, a repo folder listed
+    anyway) the one-line ``models: ['sig', ...]`` form Demucs writes is parsed.
+    """
+    text = Path(yaml_file).read_text(encoding="utf-8")
+    try:
+        import yaml
+    except ImportError:
+        for line in text.splitlines():
+            if line.strip().startswith("models:"):
+                inner = line.split(":", 1)[1].strip().strip("[]")
+                return tuple(x.strip().strip("'\"") for x in inner.split(",") if x.strip())
+        return ()
+    data = yaml.safe_load(text)
     return tuple(str(s) for s in (data or {}).get("models", []))
 
 
