@@ -207,7 +207,8 @@ def status(dataset: str | os.PathLike[str], *, analyzers: Iterable[str] | None =
 
     root = Path(dataset)
     options = _options(root, config, analyzers=list(analyzers) if analyzers else None,
-                       params={k: dict(v) for k, v in (params or {}).items()})
+                       params={k: dict(v) for k, v in (params or {}).items()},
+                       resolve_device=False)  # read-only: no analyzer runs, no torch import
     return dataset_status(root, options)
 
 

@@ -252,7 +252,7 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
     from ..run.coordinator import status as dataset_status
 
     options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
-                       params=cfgmod.parse_set(sets))
+                       params=cfgmod.parse_set(sets), resolve_device=False)
     st = dataset_status(dataset, options)
     if as_json:
         out.print_json(json.dumps(st.as_dict()))

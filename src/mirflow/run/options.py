@@ -20,7 +20,12 @@ def default_analyzers() -> list[str]:
     return registry.available_names()
 
 
-def resolve_device(requested: str, analyzers: list[str]) -> str:
+def _checked(requested: str) -> str:
+    devices.parse(requested)  # spelling only: ConfigError for e.g. "tpu"
+    return requested
+
+
+def resolve_run_device(requested: str, analyzers: list[str]) -> str:
     """The run's device as PyTorch spells it (``cpu``, ``cuda:0``, ``mps``), resolved once here.
 
     The spelling is always checked. ``auto`` looks for an accelerator (importing PyTorch) only when
@@ -63,12 +68,15 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
                   chunk: int | None = None, ray_address: str | None = None,
                   params: dict[str, dict[str, Any]] | None = None,
                   track_timeout: float | None = None,
-                  max_memory: str | float | None = None) -> RunOptions:
+                  max_memory: str | float | None = None,
+                  resolve_device: bool = True) -> RunOptions:
     """Merge the file configuration with command-line overrides (which win) into run options.
 
     Every analyzer named anywhere (the run, ``[analyzers.NAME]``, ``--set``) is constructed once
     with its parameters, so an unknown name or a bad value fails here, before any work starts, with
-    one line naming the key, the value and what is allowed. The device is resolved here too.
+    one line naming the key, the value and what is allowed. The device is resolved here too;
+    ``resolve_device=False`` (read-only callers such as ``status``, which start no analyzer) only
+    checks its spelling and keeps it as given, so they never pay for importing PyTorch.
     """
     names = analyzers or cfg.run.analyzers or default_analyzers()
     for n in names:
@@ -84,7 +92,7 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
         merged[STEMS] = _with_stem_params(merged)
     for name in dict.fromkeys([*order, *merged]):  # parameters of analyzers outside the run too
         registry.get(name)(**merged.get(name, {}))
-    for name in order:  # an analyzer's own ``device`` parameter is resolved like --device
+    for name in order if resolve_device else ():  # an analyzer's own ``device``, like --device
         if "device" in registry.get(name).Params.model_fields and \
                 merged.get(name, {}).get("device", "auto") != "auto":
             try:
@@ -103,7 +111,8 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
         raise ConfigError(f"unknown executor {chosen_executor!r} (serial, local or ray)")
     return RunOptions(analyzers=names, params={k: v for k, v in merged.items() if k in order},
                       executor=chosen_executor, workers=run.workers if workers is None else workers,
-                      device=resolve_device(device or run.device, order), force=frozenset(forced),
+                      device=(resolve_run_device(device or run.device, order) if resolve_device
+                              else _checked(device or run.device)), force=frozenset(forced),
                       retry_failed=retry_failed, chunk=run.chunk if chunk is None else chunk,
                       ray_address=ray_address or run.ray_address,
                       track_timeout=run.track_timeout if track_timeout is None else track_timeout,
