@@ -369,17 +369,18 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_separation_device_comes_from_the_one_resolver(repo: Path) -> None:
-    """The ``device`` parameter is checked against this machine when the parameters are validated,
-    and ``setup()`` runs on the device it is given (already resolved by the run)."""
+    """The ``device`` parameter's spelling is checked with the parameters; the device itself by the
+    one resolver in setup() (and, in a run, when the options are built); setup() runs on the device
+    it is given (already resolved by the run)."""
     assert SeparationAnalyzer(device="cpu").params["device"] == "cpu"
     with pytest.raises(ConfigError, match=r"separation\.device = 'tpu'.*unknown device"):
         SeparationAnalyzer(device="tpu")
-    if not any(d.kind == "cuda" for d in devices.available()):
-        with pytest.raises(ConfigError, match=r"separation\.device = 'cuda:0'.*not available.*it has: cpu"):
-            SeparationAnalyzer(device="cuda:0")
     if not any(d.kind == "cuda" and d.index == 7 for d in devices.available()):
-        with pytest.raises(ConfigError, match="cuda:7"):
-            SeparationAnalyzer(device="cuda:7")
+        absent = SeparationAnalyzer(model="tiny", repo=str(repo), device="cuda:7")  # spelled right
+        with pytest.raises(ConfigError, match=r"'cuda:7' is not available.*it has: cpu"):
+            absent.setup("cpu")
+        with pytest.raises(ConfigError, match=r"'cuda:7' is not available"):
+            SeparationAnalyzer(model="tiny", repo=str(repo)).setup("cuda:7")
     sep = SeparationAnalyzer(model="tiny", repo=str(repo))
     sep.setup(devices.CPU)  # a resolved Device, as the run passes it
     assert sep._device == devices.CPU and next(sep._model.parameters()).device.type == "cpu"

@@ -79,8 +79,8 @@ class SeparationAnalyzer(Analyzer):
         Stem file format and PCM bit depth.
     device : str
         ``auto`` (use the run's device), or a device for separation alone (``cpu``, ``cuda``,
-        ``cuda:N``, ``rocm``, ``mps``), checked against this machine when the parameters are
-        validated. Not hashed.
+        ``cuda:N``, ``rocm``, ``mps``): the spelling is checked with the parameters, the device
+        itself by :func:`mirflow.core.devices.resolve` before the run starts. Not hashed.
 
     Outputs (sidecar keys)
     ----------------------
@@ -113,13 +113,12 @@ class SeparationAnalyzer(Analyzer):
 
         @field_validator("device")
         @classmethod
-        def _device_exists(cls, value: str) -> str:
-            """A malformed device or one this machine lacks is a parameter error (``auto`` is
-            resolved by the run, so it costs nothing here; ``cpu`` never imports PyTorch)."""
-            if value.strip().lower() == "auto":
-                return value
+        def _device_spelling(cls, value: str) -> str:
+            """A malformed device name is a parameter error. Whether this machine has the device
+            is decided by the one resolver: when the run's options are built (before any work) and
+            again in :meth:`setup`; read-only commands never look for hardware."""
             try:
-                devices.resolve(value)
+                devices.parse(value)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
             return value
