@@ -1,0 +1,183 @@
+"""Start-up: seconds from ``mirflow run`` to the first analysed track, with warm caches.
+
+    python benchmarks/startup.py [--corpus corpus/orchestral] [--seconds 20] [--repeats 3]
+                                 [--sets loudness,default] [--workers 1] [--out DIR]
+
+A one-track dataset (a ``--seconds`` clip from the middle of the first corpus track, or a synthetic
+song when there is no corpus) is analysed by the real CLI, ``python -m mirflow run DATASET -a SET
+--force all --json``, once to warm every cache (numba's on-disk cache, the OS file cache), then
+``--repeats`` times per set, the sets interleaved. Per run:
+
+* ``wall``: the whole command, interpreter start to exit;
+* ``first track``: an upper bound of command to first track,
+  ``wall - (run wall - first result)``, where ``run wall`` and ``first result`` are the coordinator's
+  own figures from the JSON timing report (so the bound includes the interpreter's exit);
+* ``before run``: command to the coordinator's start (interpreter, imports, options):
+  ``wall - run wall`` minus the exit.
+
+Then ``python -X importtime`` breaks down the imports of the command's process
+(``import mirflow.cli.commands`` plus loading the analyzer registry) and of a worker (importing the
+run's analyzer modules and what their ``setup()`` imports, measured by running ``setup()``), top
+modules by cumulative time. Results go to stdout and, with ``--out``, to ``startup.json`` and
+``startup.md`` in that folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+DEFAULT_SETS = ("loudness", "default")
+
+
+def make_dataset(root: Path, corpus: Path | None, seconds: float) -> str:
+    """One track at ``root/clip/full_mix.flac``; returns where the audio came from."""
+    folder = root / "clip"
+    folder.mkdir(parents=True)
+    sources = sorted(corpus.glob("*/full_mix.*")) if corpus and corpus.is_dir() else []
+    for src in sources:
+        info = sf.info(str(src))
+        if info.duration >= seconds + 2:
+            from mirflow.core.audio import decode
+
+            audio = decode(src)
+            start = audio.frames // 2 - int(seconds * audio.sr) // 2
+            sf.write(str(folder / "full_mix.flac"),
+                     audio.samples[:, start:start + int(seconds * audio.sr)].T, audio.sr)
+            return f"{src.parent.name} ({seconds:.0f} s clip)"
+    from mirflow.core.synth import synth_song
+
+    sr = 44100
+    y = synth_song(bpm=120.0, seconds=seconds, sr=sr, seed=1)
+    sf.write(str(folder / "full_mix.flac"), np.asarray(y).T if np.ndim(y) == 2 else y, sr)
+    return f"synthetic song ({seconds:.0f} s)"
+
+
+def run_once(dataset: Path, analyzers: str, workers: int) -> dict:
+    cmd = [sys.executable, "-m", "mirflow", "run", str(dataset), "--force", "all", "--json",
+           "-j", str(workers)]
+    if analyzers != "default":
+        cmd[4:4] = ["-a", analyzers]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    try:
+        summary = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(f"mirflow run gave no JSON (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    timing = summary.get("timing") or {}
+    if proc.returncode not in (0, 1) or timing.get("first_result_s") is None:
+        raise SystemExit(f"mirflow run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    run_wall = summary["wall_seconds"]
+    return {"wall_s": wall, "run_wall_s": run_wall, "first_result_in_run_s": timing["first_result_s"],
+            "first_track_s": wall - (run_wall - timing["first_result_s"]),
+            "before_run_s": wall - run_wall,
+            "analyzers": [a for a, c in summary["analyzers"].items() if c.get("done")]}
+
+
+def importtime(code: str, top: int = 12) -> list[tuple[str, float]]:
+    """Top modules by cumulative import time (s) when running ``code`` in a fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
+                          text=True)
+    rows = []
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if m:
+            rows.append((m.group(4), int(m.group(2)) / 1e6, len(m.group(3))))
+    # keep top-level entries of each import chain (indent 1) and notable deep ones
+    rows.sort(key=lambda r: -r[1])
+    seen: list[tuple[str, float]] = []
+    for name, secs, _ in rows:
+        if len(seen) >= top:
+            break
+        if not any(name.startswith(s + ".") for s, _ in seen):
+            seen.append((name, secs))
+    return seen
+
+
+def worker_code(analyzers: list[str]) -> str:
+    """What a worker does before its first track: import the registry, build and set up."""
+    return ("from mirflow import analyzers as r\n"
+            f"for n in {analyzers!r}:\n"
+            "    a = r.get(n)()\n"
+            "    a.unavailable_reason() or a.setup('cpu')\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", type=Path, default=Path("corpus/orchestral"))
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sets", default=",".join(DEFAULT_SETS),
+                    help="comma-separated analyzer sets; 'default' = mirflow's default set; "
+                         "use + inside a set: loudness+spectral")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--label", default="", help="a label for this measurement (e.g. before/after)")
+    ap.add_argument("--out", type=Path, help="folder for startup.json and startup.md")
+    args = ap.parse_args()
+    sets = [s.replace("+", ",") for s in args.sets.split(",") if s]
+
+    env = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": platform.python_version(),
+           "machine": platform.machine(), "cores": os.cpu_count(), "load_avg_start": os.getloadavg(),
+           "workers": args.workers, "label": args.label}
+    with tempfile.TemporaryDirectory(prefix="mirflow-startup-") as tmp:
+        dataset = Path(tmp) / "dataset"
+        env["track"] = make_dataset(dataset, args.corpus, args.seconds)
+        print(json.dumps(env), flush=True)
+        results: dict[str, list[dict]] = {s: [] for s in sets}
+        for s in sets:  # warm every cache first
+            first = run_once(dataset, s, args.workers)
+            results[s + " (first)"] = [first]
+            print(f"warm-up {s}: {first['wall_s']:.2f} s", flush=True)
+        for rep in range(args.repeats):
+            for s in sets:
+                r = run_once(dataset, s, args.workers)
+                results[s].append(r)
+                print(f"{s:12s} run {rep + 1}: wall {r['wall_s']:.2f} s, first track <= "
+                      f"{r['first_track_s']:.2f} s, before run {r['before_run_s']:.2f} s", flush=True)
+        ran = {s: results[s][0]["analyzers"] for s in sets}
+        imports = {"command": importtime("import mirflow.cli.commands\n"
+                                         "from mirflow import analyzers as r; r.available_names()")}
+        for s in sets:
+            imports["worker " + s] = importtime(worker_code(ran[s]))
+    env["load_avg_end"] = os.getloadavg()
+    summary = {s: {"analyzers": ran[s],
+                   "first_track_s_median": statistics.median(r["first_track_s"] for r in results[s]),
+                   "wall_s_median": statistics.median(r["wall_s"] for r in results[s]),
+                   "before_run_s_median": statistics.median(r["before_run_s"] for r in results[s]),
+                   "runs": results[s]} for s in sets}
+    lines = [f"Start-up {args.label} ({env['date']}, {env['cores']} cores, load average "
+             f"{env['load_avg_start'][0]:.1f} -> {env['load_avg_end'][0]:.1f}; track: {env['track']}; "
+             f"`python benchmarks/startup.py --repeats {args.repeats} --workers {args.workers}`)", "",
+             "| set | analyzers | command to first track, s (median) | whole command, s | before the run starts, s |",
+             "|---|---|---|---|---|"]
+    for s in sets:
+        m = summary[s]
+        lines.append(f"| {s} | {', '.join(m['analyzers'])} | {m['first_track_s_median']:.2f} | "
+                     f"{m['wall_s_median']:.2f} | {m['before_run_s_median']:.2f} |")
+    lines += ["", "Largest imports (cumulative s, `python -X importtime`):", ""]
+    for where, top in imports.items():
+        lines.append(f"- {where}: " + ", ".join(f"{n} {t:.2f}" for n, t in top[:8]))
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "startup.json").write_text(json.dumps({"env": env, "sets": summary,
+                                                           "imports": imports}, indent=1))
+        (args.out / "startup.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
