@@ -39,7 +39,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.signal import sosfilt
 
 from ..core.audio import TrackContext
 from . import register
@@ -132,6 +131,9 @@ def k_weighted_cell_energy(samples: np.ndarray, sr: int, *, weights: np.ndarray 
     used = np.flatnonzero(weights)
     if cells == 0 or used.size == 0:
         return energy, bounds
+    from scipy.signal import sosfilt  # here, not at module level: importing scipy.signal takes
+    # seconds, and the coordinator imports every analyzer module just to plan
+
     sos = k_weighting_sos(sr)
     rows = slice(None) if used.size == channels else used   # skip zero-weight (LFE) channels
     w = weights[used]
