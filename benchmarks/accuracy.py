@@ -18,6 +18,8 @@ Systems, all run on the same files
 ----------------------------------
 - ``mirflow``: the ``rhythm`` and ``tonal`` analyzers with their default parameters, on the file
   decoded by mirflow (exactly what ``mirflow run -a rhythm,tonal`` writes).
+- ``mirflow-v1`` (only when asked for): the same with rhythm version 1's tempo score
+  (``acf * dft`` instead of ``acf * sqrt(dft)``), to measure that change side by side.
 - ``librosa``: ``librosa.load(path, sr=22050)`` then ``librosa.beat.beat_track`` with its defaults
   (tempo and beats); key: mean ``chroma_cqt`` correlated with the Krumhansl-Kessler profiles
   (librosa has no key estimator; this is the usual recipe, also used by the dev set's
@@ -35,7 +37,7 @@ Metrics
   truths with a tonic but no mode are counted as "tonic correct" only.
 
 The synthetic songs are :func:`mirflow.core.synth.synth_song` at 20 tempos from 70 to 180 BPM
-(12 s, the songs of ``tests/test_rhythm.py``), scored with the same metrics plus the 2 % tempo
+(12 s, the songs of ``tests/test_rhythm.py``; ``--synth N`` for N tempos), scored with the same metrics plus the 2 % tempo
 tolerance those tests use; their keys alternate major and minor over the 12 tonics.
 
 Needs ``mir_eval`` (the ``test`` extra) and, for the ``essentia`` system, the ``essentia`` package.
@@ -151,7 +153,21 @@ def run_essentia(path: Path | None = None, samples: np.ndarray | None = None,
             "scale": scale}
 
 
-SYSTEMS = {"mirflow": run_mirflow, "librosa": run_librosa, "essentia": run_essentia}
+def run_mirflow_v1(path: Path | None = None, samples: np.ndarray | None = None,
+                   sr: int | None = None, extra: bool = False) -> dict:
+    """mirflow with rhythm version 1's tempo score (``acf * dft * prior``), to show what v2 changed."""
+    from mirflow.analyzers import rhythm
+
+    current = rhythm.tempo_score
+    rhythm.tempo_score = lambda acf, dft, grid: acf * dft * rhythm.tempo_prior(grid)
+    try:
+        return run_mirflow(path, samples, sr, extra)
+    finally:
+        rhythm.tempo_score = current
+
+
+SYSTEMS = {"mirflow": run_mirflow, "mirflow-v1": run_mirflow_v1, "librosa": run_librosa,
+           "essentia": run_essentia}
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -226,7 +242,7 @@ def evaluate_folder(folder: Path, systems: list[str], include_doubtful: bool) ->
         for s in systems:
             t0 = time.perf_counter()
             try:
-                est = (run_mirflow(path=truth["path"], extra=True) if s == "mirflow"
+                est = (SYSTEMS[s](path=truth["path"], extra=True) if s.startswith("mirflow")
                        else SYSTEMS[s](path=truth["path"]))
             except Exception as exc:  # a failing system scores 0 on that track, visibly
                 log.warning("%s failed on %s: %s", s, truth["track"], exc)
@@ -249,7 +265,7 @@ def evaluate_synth(systems: list[str], n: int = 20, seconds: float = 12.0) -> di
                  "key": key, "scale": scale}
         counted = dict.fromkeys(("bpm", "beats", "key"), True)
         for s in systems:
-            est = (run_mirflow(samples=y, sr=SR, extra=True) if s == "mirflow"
+            est = (SYSTEMS[s](samples=y, sr=SR, extra=True) if s.startswith("mirflow")
                    else SYSTEMS[s](samples=y, sr=SR))
             row = score(truth, est, counted)
             row["within_2pct"] = tempo_scores(float(bpm), est["bpm"], 0.02)[0]
@@ -305,8 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folders", nargs="*", type=Path,
                     help="annotated folders (default: ../shared/eval/annotated from the repo root)")
     ap.add_argument("--systems", default="mirflow,librosa,essentia",
-                    help="comma-separated: mirflow, librosa, essentia")
+                    help="comma-separated: mirflow, mirflow-v1, librosa, essentia")
     ap.add_argument("--no-synth", action="store_true", help="skip the synthetic songs")
+    ap.add_argument("--synth", type=int, default=20, metavar="N",
+                    help="number of synthetic songs, tempos evenly from 70 to 180 BPM (default 20)")
+    ap.add_argument("--no-dev", action="store_true", help="skip the annotated folders")
     ap.add_argument("--include-doubtful", action="store_true",
                     help="count truth values marked doubtful in the totals")
     ap.add_argument("--per-track", action="store_true", help="print every track's estimates")
@@ -318,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         ap.error(f"unknown system(s): {', '.join(sorted(unknown))}")
-    folders = args.folders or [DEFAULT_DEV_SET]
+    folders = [] if args.no_dev else (args.folders or [DEFAULT_DEV_SET])
     for f in folders:
         if not f.is_dir():
             ap.error(f"no such folder: {f}")
@@ -336,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         print_report(f"annotated: {folder.name}", res, args.per_track)
         everything[str(folder.name)] = res
     if not args.no_synth:
-        res = evaluate_synth(systems)
-        print_report("synthetic songs (core/synth.py, 70-180 BPM, 12 s)", res, args.per_track)
+        res = evaluate_synth(systems, n=args.synth)
+        print_report(f"synthetic songs (core/synth.py, {args.synth} songs, 70-180 BPM, 12 s)", res,
+                     args.per_track)
         everything["synthetic"] = res
     if args.json:
         args.json.write_text(json.dumps(everything, indent=1, default=str))
