@@ -140,9 +140,7 @@ def collect(dataset: str | os.PathLike[str], *, probe: bool = True,
         rel = track.relpath(root)
         row: dict[str, Any] = {"track": rel, "path": _relative(track.mix, root)}
         if probe:
-            info = audio_info(track.mix)
-            row.update(duration_s=info.duration_s, sample_rate=info.sample_rate,
-                       channels=info.channels, codec=info.codec)
+            row.update(duration_s=None, sample_rate=None, channels=None, codec=None)
         mine: set[str] = set()
         failed = []
         for name, rec in recs.items():
@@ -175,6 +173,14 @@ def collect(dataset: str | os.PathLike[str], *, probe: bool = True,
         row["failed"] = sorted(failed) or None
         rows.append(row)
         stem_rows.extend(_stem_rows(track, root, data, stem_features))
+    if probe:
+        # header reads are file I/O and C code that releases the GIL: a few threads overlap them
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for row, info in zip(rows, pool.map(audio_info, (t.mix for t in tracks), chunksize=64)):
+                row.update(duration_s=info.duration_s, sample_rate=info.sample_rate,
+                           channels=info.channels, codec=info.codec)
     base = [c for c in BASE_COLUMNS if probe or c in ("track", "path")]
     features = [c for c in owned if c not in user and c not in base] + sorted(user - owned_set - set(base))
     provenance = _provenance(root, seen, analyzers)
