@@ -543,9 +543,17 @@ def test_download_demucs_weights_checks_the_name_prefix(server, tmp_path, demucs
     assert dm.locate("htdemucs", dirs=[dest]).where == "models-dir"
 
 
-def test_bag_files_read_without_pyyaml(tmp_path, monkeypatch):
-    bag = tmp_path / "tiny.yaml"
-    bag.write_text("models: ['f7e0c4bc', \"d12395a8\"]\nweights: [[1.0, 0.0], [0.0, 1.0]]\n")
-    with_yaml = dm.read_bag(bag)
-    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` now raises ImportError
-    assert dm.read_bag(bag) == with_yaml == ("f7e0c4bc", "d12395a8")
+def test_bag_files_read_like_pyyaml(tmp_path, monkeypatch):
+    """Every bag Demucs ships, and other YAML forms, give the signatures PyYAML reads."""
+    yaml = pytest.importorskip("yaml")
+    bags = sorted(dm.remote_dir().glob("*.yaml")) if dm.remote_dir() else []
+    other = tmp_path / "multi.yaml"
+    other.write_text("weights: [[1.0]]\nmodels:\n  - f7e0c4bc\n  - 'd12395a8'\n")
+    one = tmp_path / "one.yaml"
+    one.write_text("models: ['f7e0c4bc', \"d12395a8\", 04573f0d]\n")
+    for bag in [*bags, other, one]:
+        want = tuple(str(x) for x in yaml.safe_load(bag.read_text())["models"])
+        assert dm.read_bag(bag) == want, bag
+    assert dm.read_bag(one) == ("f7e0c4bc", "d12395a8", "04573f0d")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # the one-line form needs no PyYAML
+    assert dm.read_bag(one) == ("f7e0c4bc", "d12395a8", "04573f0d")

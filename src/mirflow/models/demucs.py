@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -132,21 +133,22 @@ def remote_files() -> dict[str, WeightFile]:
     return dict(_remote_files(folder)) if folder is not None else {}
 
 
+_ONE_LINE_BAG = re.compile(r"""^models:\s*\[([^\]\n]*)\]\s*$""", re.MULTILINE)
+
+
 def read_bag(yaml_file: Path) -> tuple[str, ...]:
     """The signatures a Demucs bag file lists (its ``models:`` key).
 
-    Read with PyYAML (a dependency of Demucs); without it (Demucs not installed, a repo folder listed
-    anyway) the one-line ``models: ['sig', ...]`` form Demucs writes is parsed.
+    The one-line ``models: ['sig', ...]`` form that every bag Demucs ships uses is read directly
+    (importing PyYAML costs start-up time in every process that plans a run); any other form is
+    read with PyYAML, a dependency of Demucs.
     """
     text = Path(yaml_file).read_text(encoding="utf-8")
-    try:
-        import yaml
-    except ImportError:
-        for line in text.splitlines():
-            if line.strip().startswith("models:"):
-                inner = line.split(":", 1)[1].strip().strip("[]")
-                return tuple(x.strip().strip("'\"") for x in inner.split(",") if x.strip())
-        return ()
+    m = _ONE_LINE_BAG.search(text)
+    if m is not None:
+        return tuple(x.strip().strip("'\"") for x in m.group(1).split(",") if x.strip())
+    import yaml
+
     data = yaml.safe_load(text)
     return tuple(str(s) for s in (data or {}).get("models", []))
 
