@@ -127,7 +127,7 @@ class AcceleratorMonitor:
         try:
             import pynvml
         except ImportError:
-            self.note = "n/a: NVML not installed (pip install nvidia-ml-py)"
+            self.note = "n/a: NVML not installed (pip install nvidia-ml-py, or mirflow[gpu])"
             return False
         try:
             pynvml.nvmlInit()
