@@ -80,7 +80,8 @@ def write_report(dataset: str | os.PathLike[str], output: str | os.PathLike[str]
         raise ConfigError(f"cannot write a report to {out.name}: use a .html file name")
     rs = collect(dataset, probe=probe)
     page = build_report(rs, max_rows=max_rows, thresholds=thresholds,
-                        title=title or f"mirflow report: {Path(dataset).resolve().name}")
+                        title=title or f"mirflow report: {Path(dataset).resolve().name}",
+                        shown_path=str(dataset))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     try:
@@ -229,7 +230,8 @@ def charts(rs: ResultSet) -> list[dict[str, Any]]:
         edges = h["edges"]
         centers = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
         width = edges[1] - edges[0]
-        stats = f"{vals.size:,} tracks, median {format(float(np.median(vals)), ',.4g')} {unit}"
+        shown_unit = unit if unit in ("BPM", "LUFS", "LU", "dBTP", "Hz") else ""
+        stats = f"{vals.size:,} tracks, median {format(float(np.median(vals)), ',.4g')} {shown_unit}".rstrip()
         if h["clipped"]:
             stats += f"; {h['clipped']:,} outside the axis, counted in the end bars"
         out.append({"id": f"chart-{key}", "section": section, "title": title, "note": stats,
@@ -327,15 +329,17 @@ def _json_for_script(obj: Any) -> str:
 
 
 def build_report(rs: ResultSet, *, max_rows: int = 5000, thresholds: Thresholds = Thresholds(),
-                 title: str = "mirflow report") -> str:
-    """The report page as one HTML string (see the module docstring)."""
+                 title: str = "mirflow report", shown_path: str | None = None) -> str:
+    """The report page as one HTML string (see the module docstring). ``shown_path`` is the
+    dataset path as the user gave it (the page's subtitle); default: the absolute root."""
     plotly_js = _plotly_js()
     cols, headers, rows = table_rows(rs, max_rows)
     data = {
         "summary": summary_counts(rs), "failures": failure_groups(rs)[:100],
         "outliers": outliers(rs, thresholds), "charts": charts(rs),
         "table": {"columns": cols, "headers": headers, "rows": rows, "total": len(rs.tracks)},
-        "provenance": {k: rs.provenance.get(k) for k in ("mirflow_version", "dataset_root", "created")},
+        "provenance": {"mirflow_version": rs.provenance.get("mirflow_version"),
+                       "dataset_root": shown_path or rs.provenance.get("dataset_root")},
     }
     page = _TEMPLATE.replace("__TITLE__", html.escape(title))
     page = page.replace("__CREATED__", html.escape(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
@@ -405,7 +409,8 @@ code { background: #eef2f7; padding: 1px 4px; border-radius: 3px; }
 "use strict";
 const D = JSON.parse(document.getElementById("report-data").textContent);
 const esc = s => String(s).replace(/[&<>"']/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;","'":"&#39;"}[c]));
-const fmt = v => v === null || v === undefined ? "" : (typeof v === "number" ? v.toLocaleString("en", {maximumFractionDigits: 3}) : String(v));
+const fmt = v => v === null || v === undefined ? "" : (typeof v === "number"
+  ? v.toLocaleString("en", {maximumFractionDigits: Math.abs(v) >= 100 ? 1 : 3}) : String(v));
 function el(tag, attrs, html) { const e = document.createElement(tag); Object.assign(e, attrs || {}); if (html !== undefined) e.innerHTML = html; return e; }
 function table(node, headers, rows) {
   node.innerHTML = "<thead><tr>" + headers.map(h => "<th>" + esc(h) + "</th>").join("") + "</tr></thead><tbody>" +
