@@ -90,3 +90,17 @@ class FaultGPU(Fault):
     outputs: ClassVar[tuple[str, ...]] = ("fault_gpu_frames",)
     batchable: ClassVar[bool] = True
     tag: ClassVar[str] = "fault_gpu"
+
+
+@register
+class FaultMissing(Analyzer):
+    """Never available: stands for an analyzer whose model is not installed."""
+
+    name: ClassVar[str] = "fault_missing"
+    outputs: ClassVar[tuple[str, ...]] = ("fault_missing_value",)
+
+    def unavailable_reason(self) -> str | None:
+        return "its model is not installed (get it with `mirflow models download fault-model`)"
+
+    def analyze(self, ctx) -> dict[str, Any]:  # pragma: no cover - never runs
+        raise AssertionError("an unavailable analyzer was run")

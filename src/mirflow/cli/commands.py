@@ -99,6 +99,9 @@ _dataset_arg = click.argument("dataset", type=click.Path(path_type=Path, file_ok
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="Configuration file (default: DATASET/mirflow.toml or ./mirflow.toml).")
 @click.option("--set", "sets", multiple=True, metavar="ANALYZER.PARAM=VALUE", help="Set an analyzer parameter (repeatable).")
 @click.option("--ray-address", help="Ray cluster address for --executor ray (e.g. auto).")
+@click.option("--track-timeout", type=click.FloatRange(min=0), help="Seconds a track may take before its worker is replaced and the track failed (default: max(600, 10 x its duration)).")
+@click.option("--max-memory", metavar="SIZE", help="Memory budget of the tracks in flight, e.g. 16G (default: 80 percent of RAM); a track that cannot fit is failed.")
+@click.option("--strict", is_flag=True, help="Exit 1 when an analyzer of the run is unavailable here.")
 @click.option("--sep-model", help="Demucs model name or signature (default htdemucs).")
 @click.option("--sep-repo", type=click.Path(file_okay=False), help="Local Demucs model folder (offline).")
 @click.option("--sep-shifts", type=click.IntRange(min=0), help="Random shifts (default 0: deterministic).")
@@ -124,10 +127,13 @@ def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str
     from .progress import RunProgress
     from ..run.coordinator import run as run_dataset
 
+    track_timeout, max_memory = param_flags.pop("track_timeout"), param_flags.pop("max_memory")
+    strict = param_flags.pop("strict")
     options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
                        workers=workers, executor=executor, device=device,
                        force=cfgmod.parse_names(force), retry_failed=retry_failed, chunk=chunk,
-                       ray_address=ray_address, params=_collect_params(param_flags, sets))
+                       ray_address=ray_address, params=_collect_params(param_flags, sets),
+                       track_timeout=track_timeout, max_memory=max_memory)
     _keep_or_warn(dataset, config, _collect_params(param_flags, sets), save=save_config)
     with RunProgress(console, enabled=not as_json and console.is_terminal,
                      log_lines=not as_json and not console.is_terminal) as prog:
@@ -138,6 +144,10 @@ def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str
         _print_run_summary(summary, named=_named(options))
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
+    if strict and summary.unavailable:
+        console.print(f"[red]--strict:[/] not available here: {escape(', '.join(summary.unavailable))}",
+                      highlight=False)
+        sys.exit(EXIT_FAILED)
     sys.exit(EXIT_FAILED if summary.failed else EXIT_OK)
 
 

@@ -65,7 +65,9 @@ def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], de
     """The loop of one worker process: receive ``(task_id, units)``, send back events."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides how to stop
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    from ..core.logsetup import configure_from_env
+
+    configure_from_env(log_level)  # the parent's -v/-vv/--log-file, third-party loggers quiet
     from threadpoolctl import threadpool_limits
 
     limits = threadpool_limits(limits=threads)  # noqa: F841 - kept for the life of the process
@@ -96,40 +98,47 @@ def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], de
         worker.close()
 
 
+def spawn_worker(specs: list[AnalyzerSpec], device: str, threads: int,
+                 name: str) -> tuple[Any, Connection]:
+    """Start one worker process; returns it and the coordinator's end of its pipe."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=True)
+    saved = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
+    for k in THREAD_ENV_VARS:  # inherited by the spawned child before it imports numpy
+        os.environ[k] = str(threads)
+    try:
+        proc = ctx.Process(target=worker_main, name=name, daemon=True,
+                           args=(child, os.getpid(), specs, device, threads,
+                                 logging.getLogger().getEffectiveLevel()))
+        proc.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    child.close()
+    return proc, parent
+
+
 class ProcessSlot:
     """One worker process (restartable) and the coordinator's end of its pipe."""
 
-    def __init__(self, index: int, specs: list[AnalyzerSpec], device: str, threads: int,
-                 label: str) -> None:
+    def __init__(self, index: int, backend: "ProcessBackend") -> None:
         self.index = index
-        self.specs = specs
-        self.device = device
-        self.threads = threads
-        self.label = label
+        self.backend = backend
+        self.label = backend.label
         self.proc: Any = None
         self.conn: Connection | None = None
         self.starts = 0
 
     def start(self) -> None:
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe(duplex=True)
-        saved = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
-        for k in THREAD_ENV_VARS:  # inherited by the spawned child before it imports numpy
-            os.environ[k] = str(self.threads)
-        try:
-            self.proc = ctx.Process(
-                target=worker_main, name=f"mirflow-{self.label}-{self.index}", daemon=True,
-                args=(child, os.getpid(), self.specs, self.device, self.threads,
-                      logging.getLogger().getEffectiveLevel()))
-            self.proc.start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        child.close()
-        self.conn = parent
+        """Start this slot's worker: a warm spare when one is ready (after the first loss), else a
+        new process."""
+        spare = self.backend.take_spare() if self.starts else None
+        self.proc, self.conn = spare or self.backend.spawn(f"{self.index}")
+        if self.starts:
+            self.backend.keep_spare()  # the next replacement is ready at once
         self.starts += 1
 
     def send(self, task_id: int, units: list[WorkUnit]) -> None:
@@ -171,7 +180,12 @@ class ProcessSlot:
 
 
 class ProcessBackend:
-    """:class:`~mirflow.executors.supervisor.Backend` of local worker processes."""
+    """:class:`~mirflow.executors.supervisor.Backend` of local worker processes.
+
+    After the first worker is lost it keeps one *spare* process started (libraries imported,
+    analyzers not set up: no model memory), so later replacements take over at once instead of
+    paying the interpreter and import start-up again (seconds) for every crash.
+    """
 
     def __init__(self, specs: list[AnalyzerSpec], *, device: str, threads: int = 1,
                  label: str = "worker") -> None:
@@ -179,9 +193,42 @@ class ProcessBackend:
         self.device = device
         self.threads = threads
         self.label = label
+        self._spare: tuple[Any, Connection] | None = None
+        self._spawned = 0
 
     def new_slot(self, index: int) -> ProcessSlot:
-        return ProcessSlot(index, self.specs, self.device, self.threads, self.label)
+        return ProcessSlot(index, self)
+
+    def spawn(self, name: str) -> tuple[Any, Connection]:
+        self._spawned += 1
+        return spawn_worker(self.specs, self.device, self.threads, f"mirflow-{self.label}-{name}")
+
+    def take_spare(self) -> tuple[Any, Connection] | None:
+        spare, self._spare = self._spare, None
+        if spare is not None and spare[0].is_alive():
+            return spare
+        if spare is not None:
+            spare[1].close()
+        return None
+
+    def keep_spare(self) -> None:
+        if self._spare is None:
+            self._spare = self.spawn("spare")
+
+    def close(self) -> None:
+        """Stop the spare process (the slots are closed by the supervisor)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            proc, conn = spare
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+            proc.join(2)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+            conn.close()
 
     def poll(self, slots: list[ProcessSlot], timeout: float) -> list[tuple[ProcessSlot, Event]]:
         by_handle: dict[Any, ProcessSlot] = {}

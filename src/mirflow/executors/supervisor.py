@@ -209,6 +209,9 @@ class Supervisor:
             if cancel:
                 slot.kill()
             slot.close(timeout)
+        close_backend = getattr(self.backend, "close", None)
+        if close_backend is not None:
+            close_backend()
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _task(self, jobs: list[_Job]) -> _Task:
@@ -304,7 +307,8 @@ class Supervisor:
         now = time.monotonic()
         for index, busy in list(self._busy.items()):
             limit = busy.task.deadline_s
-            grace = START_GRACE_S if busy.phase is None else 0.0  # a fresh worker is importing
+            fresh = busy.phase is None and not getattr(self._slots[index], "ready", False)
+            grace = START_GRACE_S if fresh else 0.0  # a fresh worker is still importing
             if limit and now - busy.started > limit + grace:
                 self._slots[index].kill()
                 self._lost(index, busy, f"timed out after {limit:.0f} s", timed_out=True)
@@ -317,7 +321,7 @@ class Supervisor:
         jobs = busy.task.jobs
         step, analyzer = busy.phase or ("", "")
         log.warning("%s %d lost (%s) with %d track(s) in flight%s", self.label, index, reason,
-                    len(jobs), f" during {step} {analyzer}".rstrip() if step else " before it started")
+                    len(jobs), f" during {step} {analyzer}".rstrip() if step else "")
         try:
             self._slots[index].kill()
         except Exception:  # noqa: BLE001 - it is gone either way

@@ -184,7 +184,7 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     with _StopFlag(raise_on_second=options.executor == "serial") as stop:
         try:
             announced = False
-            while (pending and not stop.count) or inflight:
+            while ((pending or waiting) and not stop.count) or inflight:
                 if stop.count >= 2:
                     break
                 if stop.count and not announced:

@@ -190,6 +190,8 @@ def parse_size(text: str | float | int) -> float:
 
 
 def describe_gib(n: float) -> str:
-    """Bytes as GiB for messages (one decimal below 10 GiB)."""
+    """Bytes as GiB for messages (one decimal below 10 GiB, two significant digits below 0.1)."""
     g = n / GIB
+    if g < 0.1:
+        return f"{g:.2g}"
     return f"{g:.1f}" if g < 10 else f"{g:.0f}"
