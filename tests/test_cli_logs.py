@@ -48,7 +48,7 @@ def test_verbosity_levels_log_file_and_no_third_party_noise(tracks: Path, tmp_pa
     assert "DEBUG" not in quiet.stderr and "INFO" not in quiet.stderr
     log_file = tmp_path / "logs" / "mirflow.log"
     loud = mirflow("-vv", "--log-file", str(log_file), "run", str(tracks), "-a", "rhythm",
-                   "--executor", "serial", "--force", "rhythm")
+                   "-j", "1", "--force", "rhythm")  # a worker process: it logs with the same setup
     lines = loud.stderr.splitlines()
     assert any(line.startswith("INFO mirflow.cli.commands: plan: 3 tracks, 3 with work due") for line in lines)
     assert any(line.startswith("DEBUG mirflow.cli.commands: track track 0 done") for line in lines)
@@ -56,7 +56,10 @@ def test_verbosity_levels_log_file_and_no_third_party_noise(tracks: Path, tmp_pa
     assert noisy == [] and len(lines) < 200  # numba alone used to print tens of thousands
     text = log_file.read_text()
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \d+ DEBUG mirflow\.", text, re.M)
-    assert "numba" not in text.replace("mirflow.core.jit", "").replace("numba warm-up", "")
+    assert "numba" not in text.replace("mirflow.core.jit", "").replace("numba warm-up", "").replace("numba cache", "")
+    pids = {m.group(1) for m in re.finditer(r"^\S+ \S+ (\d+) DEBUG mirflow\.core\.jit", text, re.M)}
+    cli_pid = re.search(r"^\S+ \S+ (\d+) INFO mirflow\.cli\.commands: plan", text, re.M).group(1)
+    assert pids and cli_pid not in pids  # the worker's own messages reached the file
     # -v: info, no debug; the log file still gets debug
     log_file.unlink()
     info = mirflow("-v", "--log-file", str(log_file), "run", str(tracks), "-a", "loudness",
