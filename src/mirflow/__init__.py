@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would double the import time
 if TYPE_CHECKING:  # pragma: no cover
     import os
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any
 
     from .api import analyze, close, export, load, report, status
@@ -52,13 +53,20 @@ __all__ = ["__version__", "analyze", "run", "load", "export", "report", "status"
 from . import run as _run_package  # noqa: E402,F401
 
 
-def run(dataset: "str | os.PathLike[str]", **options: Any) -> "RunSummary":
+def run(dataset: "str | os.PathLike[str]", *, analyzers: "Iterable[str] | None" = None,
+        workers: "int | None" = None, executor: "str | None" = None, device: "str | None" = None,
+        force: "Iterable[str] | None" = None, retry_failed: bool = False,
+        params: "Mapping[str, Mapping[str, Any]] | None" = None,
+        config: "str | os.PathLike[str] | None" = None,
+        progress: "Callable[..., None] | None" = None) -> "RunSummary":
     """Analyse every track of ``dataset`` that has something due (as ``mirflow run`` does) and
-    return the :class:`RunSummary`. Options: ``analyzers``, ``workers``, ``executor``, ``device``,
-    ``force``, ``retry_failed``, ``params``, ``config``, ``progress``; see :func:`mirflow.api.run`."""
+    return the :class:`RunSummary`; options default to ``DATASET/mirflow.toml``. See
+    :func:`mirflow.api.run`."""
     from .api import run as _run
 
-    return _run(dataset, **options)
+    return _run(dataset, analyzers=analyzers, workers=workers, executor=executor, device=device,
+                force=force, retry_failed=retry_failed, params=params, config=config,
+                progress=progress)
 
 
 def __getattr__(name: str) -> Any:
