@@ -47,8 +47,8 @@ def test_outliers_and_failure_groups() -> None:
         {"track": "bad", "failed": ["loudness"]},
     ]
     stems = [{"track": "hot", "stem": "drums", "peak_dbfs": 0.0}, {"track": "hot", "stem": "bass", "peak_dbfs": -3.0}]
-    outcomes = {"loudness": {"status": {}, "errors": [("bad", "DecodeError: 12 bytes at 0x3"),
-                                                       ("worse", "DecodeError: 99 bytes at 0x7")]},
+    outcomes = {"loudness": {"status": {}, "errors": [("bad", "DecodeError: 12 bytes at 0x3 in 'd/bad/full_mix.ogg'"),
+                                                       ("worse", "DecodeError: 99 bytes at 0x7 in 'd/worse/full_mix.ogg'")]},
                 "rhythm": {"status": {}, "errors": [("bad", "DecodeError: 12 bytes at 0x3")]}}
     got = {o["title"].split(" (")[0].split(" over")[0]: o for o in outliers(_rs(tracks, stems), Thresholds())}
     assert [r[0] for r in got["True peak"]["rows"]] == ["hot"]
@@ -57,7 +57,7 @@ def test_outliers_and_failure_groups() -> None:
     assert [r[0] for r in got["Very short tracks"]["rows"]] == ["quiet"]
     assert [r[0] for r in got["Low tempo confidence"]["rows"]] == ["quiet"]
     groups = failure_groups(_rs(tracks, outcomes=outcomes))
-    assert len(groups) == 1 and groups[0]["tracks"] == 2  # numbers folded: one cause, one group
+    assert len(groups) == 1 and groups[0]["tracks"] == 2  # numbers and paths folded: one cause, one group
     assert groups[0]["analyzers"] == ["loudness", "rhythm"]
 
 

@@ -142,8 +142,10 @@ def quartiles(values: np.ndarray) -> dict[str, float] | None:
 
 
 def _fold(message: str) -> str:
-    """A failure message with its numbers folded, so one cause makes one group."""
-    text = re.sub(r"\d+(\.\d+)?", "#", message.strip().splitlines()[0] if message.strip() else "")
+    """A failure message with quoted paths and numbers folded, so one cause makes one group."""
+    text = message.strip().splitlines()[0] if message.strip() else ""
+    text = re.sub(r"(['\"])[^'\"]*[/\\][^'\"]*\1", r"\1<path>\1", text)  # 'ds/x/full_mix.ogg'
+    text = re.sub(r"\d+(\.\d+)?", "#", text)
     return text[:200]
 
 
@@ -418,7 +420,7 @@ function table(node, headers, rows) {
 }
 const S = D.summary, P = D.provenance;
 document.getElementById("subtitle").textContent += " · mirflow " + P.mirflow_version + " · " + P.dataset_root;
-[[S.tracks.toLocaleString("en"), "tracks"], [S.hours.toFixed(1), "hours of audio"],
+[[S.tracks.toLocaleString("en"), "tracks"], S.hours >= 1 ? [S.hours.toFixed(1), "hours of audio"] : [(S.hours * 60).toFixed(1), "minutes of audio"],
  [S.failed_tracks.toLocaleString("en"), "tracks with a failure"], [S.stems.toLocaleString("en"), "stems analysed"]]
   .forEach(([v, l]) => document.getElementById("stat-cards").appendChild(el("div", {className: "card stat"}, "<b>" + esc(v) + "</b><span>" + esc(l) + "</span>")));
 table(document.getElementById("analyzer-counts"), ["analyzer", "ok", "failed", "blocked"],
