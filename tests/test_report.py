@@ -49,7 +49,7 @@ def test_outliers_and_failure_groups() -> None:
     stems = [{"track": "hot", "stem": "drums", "peak_dbfs": 0.0}, {"track": "hot", "stem": "bass", "peak_dbfs": -3.0}]
     outcomes = {"loudness": {"status": {}, "errors": [("bad", "DecodeError: 12 bytes at 0x3 in 'd/bad/full_mix.ogg'"),
                                                        ("worse", "DecodeError: 99 bytes at 0x7 in 'd/worse/full_mix.ogg'")]},
-                "rhythm": {"status": {}, "errors": [("bad", "DecodeError: 12 bytes at 0x3")]}}
+                "rhythm": {"status": {}, "errors": [("bad", "DecodeError: 12 bytes at 0x3 in 'd/bad/full_mix.ogg'")]}}
     got = {o["title"].split(" (")[0].split(" over")[0]: o for o in outliers(_rs(tracks, stems), Thresholds())}
     assert [r[0] for r in got["True peak"]["rows"]] == ["hot"]
     assert got["Clipped stems"]["rows"] == [["hot", "drums", "peak 0.00 dBFS"]]
