@@ -14,7 +14,8 @@ case "${1:-}" in
     .venv/bin/python -m pytest -q
     # the optional TensorFlow paths (Essentia backend, models convert) in their own environment
     bash scripts/setup-tf.sh
-    exec .venv-tf/bin/python -m pytest -q tests/test_classifiers.py tests/test_models.py tests/test_vggish.py
+    exec .venv-tf/bin/python -m pytest -q tests/test_classifiers.py tests/test_models.py tests/test_vggish.py \
+      tests/test_classifier_parity.py
     ;;
   *)
     echo "usage: ./run.sh demo [DEST] | test" >&2

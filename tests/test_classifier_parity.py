@@ -78,3 +78,25 @@ def test_scores_equal_the_essentia_pipeline_and_soxr_stays_available(tmp_path, m
     assert clf.ClassifiersAnalyzer().params["resampler"] == "linear"
     assert (clf.ClassifiersAnalyzer(resampler="soxr").hashed_params()["resampler"]
             != clf.ClassifiersAnalyzer().hashed_params()["resampler"])
+
+
+@pytest.mark.skipif(not clf.essentia_tensorflow_installed(),
+                    reason="needs essentia-tensorflow (the .venv-tf test environment)")
+def test_essentia_tensorflow_pipeline_gives_mirflow_scores(tmp_path, monkeypatch):
+    """Essentia's own documented pipeline, MonoLoader(16 kHz, resampleQuality=4) then
+    TensorflowPredictVGGish, on a .pb classifier, against mirflow's analyzer on the same file."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(models.ENV_VAR, raising=False)
+    path = write(tmp_path, 44100, 2)
+    folder = tmp_path / "models"
+    tm.install_single_stage(folder, formats=("pb",), keys=("danceability",))
+    graph = folder / "danceability-vggish-audioset-1.pb"
+    predict = es.TensorflowPredictVGGish(graphFilename=str(graph), output="model/Sigmoid")
+    want = float(np.asarray(predict(essentia_16k(path)))[:, 0].mean())
+    scores = {}
+    for resampler in ("linear", "soxr"):
+        a = clf.ClassifiersAnalyzer(models_dir=str(folder), backend="essentia", resampler=resampler)
+        a.setup("cpu")
+        scores[resampler] = a.analyze(TrackContext(path))["danceability"]
+    assert scores["linear"] == pytest.approx(want, abs=1e-5)
+    assert abs(scores["soxr"] - want) > 1e-3
