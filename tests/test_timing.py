@@ -117,3 +117,31 @@ def test_accelerator_monitor_without_nvml(monkeypatch: pytest.MonkeyPatch) -> No
     mon = AcceleratorMonitor(0)
     assert mon.start() is False and "nvidia-ml-py" in mon.note
     assert mon.stop() is None
+
+
+def test_warm_up_phases_from_the_executor(dataset: Path, tmp_path: Path) -> None:
+    write_track(dataset, "t", sine(seconds=1.0))
+    track = discover(dataset)[0]
+
+    class Exec:
+        steps: list = [("setup", "rhythm"), ("setup", "separation")]
+
+        def phases(self) -> list:
+            return self.steps
+
+    ex, events = Exec(), []
+    timing = Timing({"cpu_a": Cpu()}, unavailable={}, rates=RateBook(tmp_path / "r.json"))
+    emit = lambda e, **d: events.append(d["name"]) if e == "phase" else None  # noqa: E731
+    timing.poll(emit, ex)
+    timing.poll(emit, ex)  # unchanged: not repeated
+    ex.steps = [("decode", ""), ("setup", "rhythm")]
+    timing.poll(emit, ex)
+    ex.steps = [("decode", "")]
+    timing.poll(emit, ex)
+    timing.track_done(track, {"cpu_a": _result(0.1)})
+    ex.steps = [("setup", "tonal")]
+    timing.poll(emit, ex)  # after the first track: no more warm-up phases
+    assert events == ["warming up: setting up rhythm, separation (loading models, compiling)",
+                      "warming up: setting up rhythm (loading models, compiling)",
+                      "warming up: decoding the first tracks"]
+    timing.poll(emit, object())  # an executor without phases(): nothing, no error

@@ -207,7 +207,7 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
                     if submitting:
                         inflight[executor.submit([u for u, _ in submitting])] = submitting
                     submitting = []
-                timing.poll(emit)
+                timing.poll(emit, executor)
                 if not inflight:
                     continue
                 done, _ = wait(list(inflight), timeout=0.25, return_when=FIRST_COMPLETED)

@@ -162,6 +162,21 @@ class AcceleratorMonitor:
         return sum(self._samples) / len(self._samples)
 
 
+def phase_text(steps: Iterable[tuple[str, str]]) -> str:
+    """What warming-up workers are doing, for the progress display (``""`` when nothing is known).
+
+    ``steps`` holds one ``(step, analyzer)`` per busy worker, steps being ``setup`` (models loaded,
+    numba code compiled or read from its cache), ``decode`` and ``analyze``."""
+    setups = sorted({a for step, a in steps if step == "setup" and a})
+    if setups:
+        return f"warming up: setting up {', '.join(setups)} (loading models, compiling)"
+    steps = list(steps)
+    if any(step == "decode" for step, _ in steps):
+        return "warming up: decoding the first tracks"
+    running = sorted({a for step, a in steps if step == "analyze" and a})
+    return f"analysing the first tracks ({', '.join(running)})" if running else ""
+
+
 # -- the run's timing -----------------------------------------------------------------------------
 @dataclass
 class _Acc:
@@ -192,6 +207,7 @@ class Timing:
         self._thread: threading.Thread | None = None
         self._monitor: AcceleratorMonitor | None = None
         self._accel_note = "n/a: no accelerator used"
+        self._phase = ""
 
     # -- plan ----------------------------------------------------------------------------------
     def planned(self, root: Path, due: dict[Track, tuple[str, ...]]) -> None:
@@ -252,11 +268,26 @@ class Timing:
         else:
             self._accel_note = monitor.note
 
-    def poll(self, emit: Callable[..., None]) -> None:
-        """Emit the ``estimate`` progress event once the background estimate is ready."""
+    def poll(self, emit: Callable[..., None], executor: Any = None) -> None:
+        """Emit the ``estimate`` progress event once the background estimate is ready, and, until
+        the first track is done, the warm-up phase the workers report: an executor that offers
+        ``phases()`` (the ``(step, analyzer)`` each busy worker is in, e.g. ``("setup",
+        "separation")``) turns into ``phase`` events such as ``warming up: setting up separation
+        (loading models, compiling)``."""
         if not self._estimate_sent and self._estimate is not None:
             self._estimate_sent = True
             emit("estimate", **self._estimate)
+        phases = getattr(executor, "phases", None)
+        if self.first_result_s is not None or not callable(phases):
+            return
+        try:
+            steps = list(phases())
+        except Exception:  # noqa: BLE001 - a display detail must never break a run
+            return
+        text = phase_text(steps)
+        if text and text != self._phase:
+            self._phase = text
+            emit("phase", name=text)
 
     # -- run -----------------------------------------------------------------------------------
     def track_done(self, track: Track, results: dict[str, Any]) -> None:
