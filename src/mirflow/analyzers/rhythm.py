@@ -41,7 +41,8 @@ Method
 
 Outputs
 -------
-- ``bpm`` (BPM, 40-200): global tempo.
+- ``bpm`` (BPM): global tempo, searched over 40-200 BPM; the least-squares refinement can move
+  it up to 10 % beyond either end (e.g. 200.3).
 - ``bpm_candidates``: the two most likely metrical levels, best first, each
   ``{"bpm": BPM, "salience": share}``: the chosen tempo and its strongest relative at half,
   double, a third or triple the tempo; ``salience`` is each level's prior-weighted score divided
