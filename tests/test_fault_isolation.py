@@ -252,3 +252,18 @@ def test_default_limits_scale_with_duration() -> None:
     assert limits.parse_size("512M") == 512 * 2 ** 20 and limits.parse_size(2) == 2 * 2 ** 30
     with pytest.raises(Exception, match="16G"):
         limits.parse_size("lots")
+
+
+def test_limits_from_the_configuration_file_and_the_command_line(faults: Path) -> None:
+    from mirflow.core.config import validate
+    from mirflow.run.options import build_options
+
+    cfg = validate({"run": {"track_timeout": 120, "max_memory": "2G"}})
+    opts = build_options(cfg, analyzers=None)
+    assert opts.track_timeout == 120 and opts.max_memory == 2 * 2 ** 30
+    assert not opts.explicit_analyzers  # the default set: unavailable analyzers are only reported
+    opts = build_options(cfg, analyzers=["probe"], track_timeout=5, max_memory="512M")
+    assert opts.track_timeout == 5 and opts.max_memory == 512 * 2 ** 20 and opts.explicit_analyzers
+    assert build_options(validate({"run": {"analyzers": ["probe"]}})).explicit_analyzers
+    with pytest.raises(Exception, match="track_timeout"):
+        validate({"run": {"track_timeout": -1}})
