@@ -267,3 +267,16 @@ def test_limits_from_the_configuration_file_and_the_command_line(faults: Path) -
     assert build_options(validate({"run": {"analyzers": ["probe"]}})).explicit_analyzers
     with pytest.raises(Exception, match="track_timeout"):
         validate({"run": {"track_timeout": -1}})
+
+
+def test_stems_follow_the_umask_like_sidecars(tmp_path: Path) -> None:
+    import numpy as np
+
+    from mirflow.core.stems_io import write_stems
+
+    old = os.umask(0o022)
+    try:
+        paths = write_stems(tmp_path, {"drums": np.zeros((2, 4410), np.float32)}, sr=44100)
+    finally:
+        os.umask(old)
+    assert paths["drums"].stat().st_mode & 0o777 == 0o644
