@@ -5,7 +5,6 @@ chart rendered, search filters the table)."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np

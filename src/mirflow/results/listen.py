@@ -16,6 +16,7 @@ import numpy as np
 from ..core.audio import decode, to_stereo
 from ..core.dataset import MIX_NAME, SIDECAR_SUFFIX, Track, discover
 from ..core.errors import ConfigError, DatasetError
+from ..core.fsutil import atomic_path
 from ..core.sidecar import read
 
 log = logging.getLogger(__name__)
@@ -90,13 +91,8 @@ def write_beat_check(target: str | os.PathLike[str], output: str | os.PathLike[s
     times = [float(b) for b in beats if isinstance(b, (int, float))]
     mixed = add_clicks(samples, audio.sr, times, click_dbfs=click_dbfs, mix_gain_db=mix_gain_db)
     placed = sum(1 for t in times if 0 <= round(t * audio.sr) < audio.frames)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
-    try:
+    with atomic_path(out) as tmp:
         sf.write(tmp, mixed.T, audio.sr, subtype="PCM_24")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"beats": len(beats), "clicks": placed, "bpm": data.get("bpm"), "sr": audio.sr,
             "path": str(out)}
 

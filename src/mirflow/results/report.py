@@ -24,7 +24,7 @@ import math
 import os
 import re
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError
+from ..core.fsutil import atomic_path
 from .table import ResultSet, collect
 
 KEYS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
@@ -82,13 +83,8 @@ def write_report(dataset: str | os.PathLike[str], output: str | os.PathLike[str]
     page = build_report(rs, max_rows=max_rows, thresholds=thresholds,
                         title=title or f"mirflow report: {Path(dataset).resolve().name}",
                         shown_path=str(dataset))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
+    with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
