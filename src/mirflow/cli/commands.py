@@ -400,7 +400,8 @@ def demo(dest: Path | None, tracks: int, seconds: float, workers: int) -> None:
     from .progress import RunProgress
 
     with RunProgress(console, enabled=console.is_terminal) as prog:
-        summary, table_rows = run_demo(dest, truths, workers=workers, progress=prog.callback)
+        summary, table_rows = run_demo(dest, truths, workers=workers,
+                                       progress=_unavailable_in_summary(prog.callback))
     _print_run_summary(summary)
     table = Table(title="known answers vs measured")
     for col in table_rows[0].keys() if table_rows else ():
@@ -408,8 +409,9 @@ def demo(dest: Path | None, tracks: int, seconds: float, workers: int) -> None:
     for row in table_rows:
         table.add_row(*(str(v) for v in row.values()))
     out.print(table)
-    console.print(f"sidecars are in {dest}/*/*.INFO; try `mirflow status {dest}` and "
-                  f"`mirflow export {dest} -o demo.csv`")
+    console.print(f"sidecars are in {escape(str(dest))}/*/*.INFO; try `mirflow status {escape(str(dest))}`, "
+                  f"`mirflow export {escape(str(dest))} -o demo.csv` and "
+                  f"`mirflow report {escape(str(dest))} -o demo.html`", highlight=False)
     sys.exit(EXIT_FAILED if summary.failed else EXIT_OK)
 
 
