@@ -47,6 +47,8 @@ def markdown(names: list[str] | None = None) -> str:
 
 
 def builtin_names() -> list[str]:
-    """The analyzers that ship with mirflow (plugins left out), in registration order."""
-    return [n for n in registry.available_names()
-            if registry.get(n).__module__.startswith("mirflow.analyzers.")]
+    """The analyzers that ship with mirflow (plugins left out), in the order of their modules in
+    the registry's built-in list (not in import order, which depends on what was imported first)."""
+    modules = [f"mirflow.analyzers.{m}" for m in registry._BUILTIN_MODULES]
+    names = [n for n in registry.available_names() if registry.get(n).__module__ in modules]
+    return sorted(names, key=lambda n: modules.index(registry.get(n).__module__))
