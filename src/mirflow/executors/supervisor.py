@@ -112,7 +112,7 @@ class _Job:
     decided: dict[str, AnalyzerResult] = field(default_factory=dict)  # failures decided here
 
 
-@dataclass
+@dataclass(eq=False)
 class _Batch:
     """A submitted chunk: one future, resolved when every unit has its results."""
 
@@ -171,6 +171,7 @@ class Supervisor:
         self._closing = False
         self._abandon = False
         self._next_id = 0
+        self._batches: set[_Batch] = set()  # submitted, not complete
         self._setup_deaths: dict[str, int] = {}
         self._broken: dict[str, str] = {}  # analyzer -> reason (its setup kills workers)
         self.deaths = 0  # workers lost so far (for tests and logs)
@@ -193,6 +194,7 @@ class Supervisor:
         with self._lock:
             if self._closing:
                 raise RuntimeError(f"{self.label} supervisor is shut down")
+            self._batches.add(batch)
             self._queue.append(self._task(jobs))
         self._wake.set()
         return fut
@@ -223,8 +225,10 @@ class Supervisor:
         batch = job.batch
         batch.results[job.index] = {**results, **job.decided}
         batch.left -= 1
-        if batch.left == 0 and not batch.future.done():
-            batch.future.set_result(batch.results)
+        if batch.left == 0:
+            self._batches.discard(batch)
+            if not batch.future.done():
+                batch.future.set_result(batch.results)
 
     def _strip_broken(self, job: _Job) -> bool:
         """Fail the analyzers whose setup kills workers; True when nothing is left to run."""
@@ -238,6 +242,28 @@ class Supervisor:
 
     # -- the supervisor thread ---------------------------------------------------------------
     def _loop(self) -> None:
+        """The supervisor thread. Should it fail itself (e.g. no process can be started), every
+        waiting chunk gets the error, so the coordinator records it per track instead of hanging."""
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - reported through the futures
+            log.exception("%s supervisor failed", self.label)
+            with self._lock:
+                self._closing = True
+                self._queue.clear()
+                self._busy.clear()
+                batches, self._batches = list(self._batches), set()
+            error = RuntimeError(f"{self.label} supervisor failed: {type(exc).__name__}: {exc}")
+            for batch in batches:
+                if not batch.future.done():
+                    batch.future.set_exception(error)
+            for slot in self._slots:
+                try:
+                    slot.kill()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _run(self) -> None:
         while True:
             with self._lock:
                 if self._abandon or (self._closing and not self._queue and not self._busy):
@@ -278,7 +304,13 @@ class Supervisor:
                 if not task.jobs:
                     continue
             self._busy[i] = _Busy(task, time.monotonic())
-            slot.send(task.id, [j.unit for j in task.jobs])
+            try:
+                slot.send(task.id, [j.unit for j in task.jobs])
+            except Exception as exc:  # noqa: BLE001 - e.g. a unit that cannot be pickled
+                del self._busy[i]
+                for job in task.jobs:
+                    self._complete(job, {n: failure(n, f"could not be sent to a worker: {exc}")
+                                         for n in job.unit.due})
 
     def _handle(self, index: int, event: Event) -> None:
         busy = self._busy.get(index)
