@@ -9,9 +9,10 @@ Every node must see the dataset at the same path (a shared file system).
 Fault isolation is the local executor's (:mod:`mirflow.executors.supervisor`): each actor computes
 one chunk at a time; when an actor dies (its process killed, a segfault, a lost node) or overruns
 the time limit, it is replaced by a new actor and its chunk is re-run one track at a time to find
-the culprit. An actor does not report which analyzer it was running, so a culprit track gets the
-reason on every analyzer that was due on it. Actors belong to the driver: when the coordinator dies,
-Ray removes them.
+the culprit. Actors post each step (which analyzer on which task) to a tiny board actor, so only
+the analyzer that was running when its actor died is failed, as in the local executor (where that
+post is lost with a node, every analyzer due on the culprit is failed). Actors belong to the driver:
+when the coordinator dies, Ray removes them.
 
     mirflow run /shared/dataset --executor ray --ray-address auto --workers 32
 """
@@ -32,20 +33,44 @@ from .supervisor import Event, Supervisor
 log = logging.getLogger(__name__)
 
 
+class _PhaseBoard:
+    """A tiny actor where workers post what they are doing (``(task, step, analyzer)``), so the
+    driver still knows which analyzer was running after the actor that ran it died."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, tuple[int | None, str, str]] = {}
+
+    def set(self, key: str, task_id: int | None, step: str, name: str) -> None:
+        self.phases[key] = (task_id, step, name)
+
+    def get(self, key: str) -> tuple[int | None, str, str] | None:
+        return self.phases.get(key)
+
+
 class _Actor:
-    def __init__(self, specs: list[AnalyzerSpec], device: str) -> None:
+    def __init__(self, specs: list[AnalyzerSpec], device: str, board: Any = None,
+                 key: str = "") -> None:
         from threadpoolctl import threadpool_limits
 
         self._limits = threadpool_limits(limits=1)
-        self.worker = Worker(specs, device=device, threads=1)
+        self._board, self._key, self._task = board, key, None
+        self.worker = Worker(specs, device=device, threads=1, on_phase=self._phase)
         from .. import analyzers as registry
 
         registry.available_names()  # import the analyzer modules now, not on the first track's time
 
+    def _phase(self, step: str, name: str) -> None:
+        if self._board is not None:  # waited for: a crash right after must not lose it (~1 ms)
+            import ray
+
+            ray.get(self._board.set.remote(self._key, self._task, step, name))
+
     def ping(self) -> bool:
         return True
 
-    def process(self, units: list[WorkUnit]) -> list[dict[str, AnalyzerResult]]:
+    def process(self, units: list[WorkUnit], task_id: int | None = None
+                ) -> list[dict[str, AnalyzerResult]]:
+        self._task = task_id
         return self.worker.process(units)
 
 
@@ -59,10 +84,15 @@ def _actor_death(exc: BaseException) -> str:
 
 
 class _RaySlot:
-    def __init__(self, actor_cls: Any, specs: list[AnalyzerSpec], device: str) -> None:
+    def __init__(self, actor_cls: Any, specs: list[AnalyzerSpec], device: str, board: Any,
+                 index: int) -> None:
         self.actor_cls = actor_cls
         self.specs = specs
         self.device = device
+        self.board = board
+        self.index = index
+        self.starts = 0
+        self.key = ""
         self.actor: Any = None
         self.ref: Any = None
         self.ping: Any = None  # answered once the actor is constructed
@@ -70,14 +100,16 @@ class _RaySlot:
         self.task_id: int | None = None
 
     def start(self) -> None:
-        self.actor = self.actor_cls.remote(self.specs, self.device)
+        self.starts += 1
+        self.key = f"{self.index}-{self.starts}"
+        self.actor = self.actor_cls.remote(self.specs, self.device, self.board, self.key)
         self.ping = self.actor.ping.remote()
         self.ready = False
         self.ref = None
 
     def send(self, task_id: int, units: list[WorkUnit]) -> None:
         self.task_id = task_id
-        self.ref = self.actor.process.remote(units)
+        self.ref = self.actor.process.remote(units, task_id)
 
     def kill(self) -> None:
         import ray
@@ -95,16 +127,39 @@ class _RaySlot:
 
 class _RayBackend:
     def __init__(self, actor_cls: Any, specs: list[AnalyzerSpec], device: str) -> None:
+        import ray
+
         self.actor_cls = actor_cls
         self.specs = specs
         self.device = device
+        self.board = ray.remote(num_cpus=0)(_PhaseBoard).remote()
 
     def new_slot(self, index: int) -> _RaySlot:
-        return _RaySlot(self.actor_cls, self.specs, self.device)
+        return _RaySlot(self.actor_cls, self.specs, self.device, self.board, index)
+
+    def last_phase(self, slot: _RaySlot) -> Event | None:
+        """What the dead actor of ``slot`` last reported doing on its current task."""
+        import ray
+
+        try:
+            posted = ray.get(self.board.get.remote(slot.key), timeout=10)
+        except Exception:  # noqa: BLE001 - no phase: the whole track is blamed
+            return None
+        if posted is None or posted[0] != slot.task_id:
+            return None
+        return Event("phase", (posted[1], posted[2]), slot.task_id)
+
+    def close(self) -> None:
+        import ray
+
+        try:
+            ray.kill(self.board)
+        except Exception:  # noqa: BLE001
+            pass
 
     def poll(self, slots: list[_RaySlot], timeout: float) -> list[tuple[_RaySlot, Event]]:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayTaskError
 
         by_ref = {s.ref: s for s in slots if s.ref is not None}
         pings = {s.ping: s for s in slots if s.ping is not None and not s.ready}
@@ -128,9 +183,10 @@ class _RayBackend:
             except RayTaskError as exc:  # raised in the actor outside any analyzer
                 events.append((slot, Event("error", " ".join(str(exc.cause).split())[:300],
                                            slot.task_id)))
-            except RayActorError as exc:
-                events.append((slot, Event("died", _actor_death(exc), slot.task_id)))
-            except Exception as exc:  # noqa: BLE001 - e.g. the object was lost with its node
+            except Exception as exc:  # noqa: BLE001 - RayActorError, or the object lost with its node
+                phase = self.last_phase(slot)
+                if phase is not None:
+                    events.append((slot, phase))
                 events.append((slot, Event("died", _actor_death(exc), slot.task_id)))
         return events
 

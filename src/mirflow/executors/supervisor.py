@@ -342,6 +342,10 @@ class Supervisor:
             fresh = busy.phase is None and not getattr(self._slots[index], "ready", False)
             grace = START_GRACE_S if fresh else 0.0  # a fresh worker is still importing
             if limit and now - busy.started > limit + grace:
+                last_phase = getattr(self.backend, "last_phase", None)  # backends that post phases
+                posted = last_phase(self._slots[index]) if last_phase is not None else None
+                if posted is not None:
+                    busy.phase = tuple(posted.data)
                 self._slots[index].kill()
                 self._lost(index, busy, f"timed out after {limit:.0f} s", timed_out=True)
 
