@@ -3,7 +3,8 @@
 Every executor offers the same small interface (:class:`Executor`): ``submit`` a chunk of work
 units and get a :class:`concurrent.futures.Future` of their results, ``capacity`` chunks in flight
 at once, and ``shutdown``. The coordinator (:mod:`mirflow.run.coordinator`) holds the track leases and writes
-the sidecars, so an executor only computes.
+the sidecars, so an executor only computes. A worker's death or a track over its time limit is a
+failure of that track only, recorded in its results (:mod:`mirflow.executors.supervisor`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""The local executor: a pool of worker processes on this machine.
+"""The local executor: supervised worker processes on this machine.
+
+Workers are managed one by one (:mod:`mirflow.executors.process`) under a
+:class:`~mirflow.executors.supervisor.Supervisor`, which knows which tracks are in flight on which
+worker: a worker that dies (OOM killer, segfault, ``os._exit``) or overruns a track's time limit
+is replaced, and its tracks are re-run one at a time so that only the culprit fails. Workers exit
+by themselves when the coordinator dies (parent-death signal and watchdog).
 
 Each worker process is started with every BLAS/OpenMP/numba/torch thread pool limited to one
 thread (environment variables set before the child imports any numeric library, plus
@@ -10,7 +16,8 @@ analyzers in the run, a *GPU lane* is added: one process that owns the GPU analy
 copy on the device, batching across the tracks of a chunk) and feeds the CPU lane, which runs the
 remaining analyzers of each track once the GPU lane is done with it. The GPU lane works on the next
 chunk while the CPU lane works on the previous one, so the accelerator does not wait for CPU
-features. Without an accelerator, GPU analyzers run in the CPU workers like any other.
+features. Without an accelerator, GPU analyzers run in the CPU workers like any other. The GPU lane
+is supervised like the CPU workers; its replacement loads the models again.
 """
 
 from __future__ import annotations
