@@ -37,7 +37,8 @@ from pydantic import Field, field_validator
 from ..core import devices
 from ..core.audio import TrackContext
 from ..core.errors import AnalysisError, ConfigError
-from ..core.stems_io import STEM_BITS, STEM_FORMATS, count_clipped, stem_complete, write_stems
+from ..core.stems_io import (STEM_BITS, STEM_FORMATS, as_written, count_clipped, stem_complete,
+                             write_stems)
 from ..models import demucs as demucs_models
 from ..models import registry as model_registry
 from ..models.precision import PRECISIONS, resolve_precision
@@ -215,10 +216,11 @@ class SeparationAnalyzer(Analyzer):
         self._signature = demucs_models.signature(name, repo=self._repo, dirs=self._dirs)
         self._batch = self.params["batch"] or demucs_models.default_batch(self._device)
         if self._device.kind == "cpu":
-            # The executor decided how many threads this worker gets (torch's intra-op count). Use
-            # them as concurrent single-thread forward passes: HTDemucs is many small ops that scale
-            # badly over intra-op threads (benchmarks/RESULTS.md, "Where the CPU gain comes from").
-            threads = torch.get_num_threads()
+            # The executor decided how many threads this worker gets (``self.threads``; 0: torch's
+            # own count). Use them as concurrent single-thread forward passes: HTDemucs is many
+            # small ops that scale badly over intra-op threads (benchmarks/RESULTS.md, "Where the
+            # CPU gain comes from").
+            threads = self.threads or torch.get_num_threads()
             self._lanes = max(1, min(threads, self.max_cpu_lanes))
             if self._lanes > 1:
                 self._saved_threads = threads
@@ -253,14 +255,6 @@ class SeparationAnalyzer(Analyzer):
         return list(demucs_models.sources_of(self.params["model"]))
 
     # -- work --------------------------------------------------------------------------------------------
-    def analyze(self, ctx: TrackContext) -> dict[str, Any]:
-        """One track through :meth:`analyze_batch`, the only implementation (replace with the base
-        class's batch-unwrapping helper once it exists)."""
-        (result,) = self.analyze_batch([ctx])
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
     def analyze_batch(self, ctxs: list[TrackContext]) -> list[dict[str, Any] | BaseException]:
         """Separate ``ctxs`` together: decode ahead in threads, batch model segments across tracks,
         write each track's stems in a writer thread as soon as it is separated. Every returned
@@ -332,8 +326,11 @@ class SeparationAnalyzer(Analyzer):
         if clipped:
             ctx.warnings.append(f"separation: {clipped} stem samples beyond full scale were clipped")
         names = list(self._model.sources)
-        write_stems(ctx.path.parent, dict(zip(names, sources)), sr=int(self._model.samplerate),
-                    fmt=self.params["stem_format"], bits=self.params["stem_bits"])
+        paths = write_stems(ctx.path.parent, dict(zip(names, sources)), sr=int(self._model.samplerate),
+                            fmt=self.params["stem_format"], bits=self.params["stem_bits"])
+        for name, src in zip(names, sources):  # per-stem analyzers use them without decoding the files
+            ctx.keep_stem(name, paths[name], as_written(src, self.params["stem_bits"]),
+                          int(self._model.samplerate))
         return {
             "stems": names,
             "separation_model": self.params["model"],
