@@ -85,7 +85,24 @@ def decode(path: str | os.PathLike[str]) -> Audio:
             raise DecodeError(f"{av_exc} (libsndfile: {sf_exc})") from av_exc
     if audio.frames == 0:
         raise DecodeError(f"{path.name} holds no audio samples")
+    _note_decode(path)
     return audio
+
+
+#: When set, every :func:`decode` appends ``decode <pid> <path>`` to this file (tests and benchmarks
+#: count decodes across worker processes with it; unset, it costs one dictionary lookup).
+DECODE_LOG_ENV = "MIRFLOW_DECODE_LOG"
+
+
+def _note_decode(path: Path) -> None:
+    log_path = os.environ.get(DECODE_LOG_ENV)
+    if not log_path:
+        return
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"decode {os.getpid()} {path}\n".encode())
+    finally:
+        os.close(fd)
 
 
 _DECODE_BLOCK = 1 << 16  # frames per soundfile read
@@ -324,10 +341,23 @@ class TrackContext:
 
     # -- stems --------------------------------------------------------------------------------
     def stem(self, name: str, path: Path) -> "TrackContext":
-        """The context of stem ``name`` stored at ``path`` (created once, decoded lazily)."""
-        if name not in self._stems:
-            self._stems[name] = TrackContext(path, name=name, loader=self.loader)
-        return self._stems[name]
+        """The context of stem ``name`` stored at ``path`` (created once, decoded lazily), or the
+        one :meth:`keep_stem` put in memory for that path (no decode)."""
+        ctx = self._stems.get(name)
+        if ctx is None or Path(ctx.path) != Path(path):
+            ctx = self._stems[name] = TrackContext(path, name=name, loader=self.loader)
+        return ctx
+
+    def keep_stem(self, name: str, path: Path, samples: np.ndarray, sr: int) -> None:
+        """Keep stem ``name`` (``(channels, n)`` float32 at ``sr`` Hz, exactly as written to ``path``)
+        in memory, so per-stem analyzers of this track use it instead of decoding the file."""
+        ctx = TrackContext(Path(path), name=name, loader=self.loader)
+        ctx._audio = Audio(np.ascontiguousarray(samples, dtype=np.float32), int(sr))
+        self._stems[name] = ctx
+
+    def kept_stems(self) -> dict[str, tuple[Path, Audio]]:
+        """The stems held in memory (``{name: (path, audio)}``), to hand them to another process."""
+        return {n: (c.path, c._audio) for n, c in self._stems.items() if c._audio is not None}
 
 
 def stft_magnitude(y: np.ndarray, *, n_fft: int = 2048, hop_length: int = 512,

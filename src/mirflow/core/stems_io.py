@@ -82,6 +82,14 @@ def write_stems(track_dir: Path, stems: dict[str, np.ndarray], *, sr: int, fmt: 
         raise
 
 
+def as_written(data: np.ndarray, bits: int = 16) -> np.ndarray:
+    """``data`` (float32) as a stem file of ``bits``-bit PCM reads back: clipped to [-1, 1) and
+    rounded to the PCM grid (bit-exact for FLAC; WAV within one step), so analyzers given stems
+    in memory compute what they would compute from the files."""
+    scale = float(1 << (bits - 1))
+    return (np.clip(np.round(data * scale), -scale, scale - 1) / scale).astype(np.float32)
+
+
 def stem_complete(path: Path, *, frames: int | None, sr: int, channels: int = 2) -> bool:
     """Whether the stem at ``path`` is a readable file of ``channels`` channels at ``sr`` Hz holding
     ``frames`` frames (any non-zero number when ``None``).
@@ -104,4 +112,4 @@ def stem_complete(path: Path, *, frames: int | None, sr: int, channels: int = 2)
         return False
 
 
-__all__ = ["STEM_FORMATS", "STEM_BITS", "count_clipped", "write_stems", "stem_complete"]
+__all__ = ["STEM_FORMATS", "STEM_BITS", "as_written", "count_clipped", "write_stems", "stem_complete"]

@@ -26,7 +26,7 @@ import logging
 from concurrent.futures import Future
 from dataclasses import replace
 
-from ..run.worker import AnalyzerSpec, WorkUnit
+from ..run.worker import HANDOFF, AnalyzerSpec, WorkUnit
 from ..core.sidecar import AnalyzerResult
 from .process import THREAD_ENV_VARS, ProcessBackend
 from .supervisor import Supervisor
@@ -74,7 +74,10 @@ class LocalExecutor:
         if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):
             return self._pool.submit(units)
         outer: Future = Future()
-        gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names)) for u in units]
+        # the GPU lane decodes each track once and hands the signal (and the stems it separated)
+        # to the CPU lane in memory, for the tracks that still have CPU analyzers due
+        gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names),
+                             hand_on=any(n not in self._gpu_names for n in u.due)) for u in units]
         gpu_future = self._gpu.submit(gpu_units)
         gpu_future.add_done_callback(lambda f: self._after_gpu(f, units, outer))
         return outer
@@ -83,9 +86,11 @@ class LocalExecutor:
         """Hand the CPU part of each track to the CPU lane, then combine both lanes' results."""
         try:
             gpu_results = gpu_future.result()
+            handed = [res.pop(HANDOFF, None) for res in gpu_results]
             cpu_units = [replace(u, due=tuple(n for n in u.due if n not in self._gpu_names),
-                                 ready=u.ready | {n for n, r in res.items() if r.status == "ok"})
-                         for u, res in zip(units, gpu_results)]
+                                 ready=u.ready | {n for n, r in res.items() if r.status == "ok"},
+                                 decoded=decoded)
+                         for u, res, decoded in zip(units, gpu_results, handed)]
             if not any(u.due for u in cpu_units):
                 outer.set_result(gpu_results)
                 return

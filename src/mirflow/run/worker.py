@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import analyzers as registry
 from ..analyzers.base import Analyzer
-from ..core.audio import TrackContext
+from ..core.audio import Audio, TrackContext
 from ..core.dataset import Track
 from ..core.errors import Blocked, DecodeError, MirflowError
 from ..core.sidecar import AnalyzerResult
@@ -48,6 +49,42 @@ class WorkUnit:
     timeout: float = 0.0
     #: Estimated peak bytes for analysing this unit (:func:`mirflow.run.limits.memory_needed`; 0: unknown).
     memory: int = 0
+    #: The track already decoded by an earlier stage (its analyzers run on it, no decode here).
+    decoded: "Decoded | None" = None
+    #: Return the decoded track (and stems made in memory) under :data:`HANDOFF` for a later stage.
+    hand_on: bool = False
+
+
+#: Key of a unit's results under which a worker returns its :class:`Decoded` track (``hand_on``).
+HANDOFF = "_decoded"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A track decoded by one stage and handed to the next, so it is never decoded twice: the mix
+    (or the reason it could not be decoded), its decode warnings, and stems held in memory
+    (``{stem: (path, audio)}``, exactly as written to ``path``)."""
+
+    audio: Audio | None
+    error: DecodeError | None = None
+    warnings: tuple[str, ...] = ()
+    stems: dict[str, tuple[Path, Audio]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, ctx: TrackContext) -> "Decoded | None":
+        """What ``ctx`` holds decoded; ``None`` when it was never decoded."""
+        if ctx._audio is None and ctx._decode_error is None:
+            return None
+        return cls(ctx._audio, ctx._decode_error, tuple(ctx.warnings), ctx.kept_stems())
+
+    def context(self, path: Path) -> TrackContext:
+        """A fresh context of the track at ``path`` around the decoded signal and stems."""
+        ctx = TrackContext(path)
+        ctx._audio, ctx._decode_error = self.audio, self.error
+        ctx.warnings.extend(self.warnings)
+        for name, (stem_path, audio) in self.stems.items():
+            ctx.keep_stem(name, stem_path, audio.samples, audio.sr)
+        return ctx
 
 
 def describe(exc: BaseException) -> str:
@@ -112,7 +149,9 @@ class Worker:
         already in memory (:func:`mirflow.analyze`); they keep what the analyzers computed.
         """
         self.on_phase("decode", "")
-        ctxs = contexts if contexts is not None else [TrackContext(u.track.mix) for u in units]
+        ctxs = contexts if contexts is not None else [
+            u.decoded.context(u.track.mix) if u.decoded is not None else TrackContext(u.track.mix)
+            for u in units]
         results: list[dict[str, AnalyzerResult]] = [{} for _ in units]
         for name in self.order:
             todo = [i for i, u in enumerate(units) if name in u.due]
@@ -134,6 +173,11 @@ class Worker:
             if ctx.warnings:
                 for r in res.values():
                     r.warnings = list(ctx.warnings)
+        for unit, ctx, res in zip(units, ctxs, results):
+            if unit.hand_on:
+                decoded = Decoded.of(ctx)
+                if decoded is not None:
+                    res[HANDOFF] = decoded  # type: ignore[assignment] - taken out by the executor
         return results
 
     def _missing_requirement(self, name: str, unit: WorkUnit, done: dict[str, AnalyzerResult]) -> str | None:
