@@ -26,3 +26,58 @@ def test_gpu_lane_feeds_the_cpu_lane(small_dataset: Path, probe_log: Path,
     assert len(probe_calls(probe_log, "setup-gpu")) == 1
     data = sidecar(small_dataset / "track 0")
     assert data["probe_frames"] > 0 and data["probe_probe_frames"] == data["probe_frames"]
+
+
+def _decodes(log: Path) -> dict[str, int]:
+    """``{decoded file name relative to its track folder's parent: times decoded}`` from the decode log."""
+    counts: dict[str, int] = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        path = Path(line.split(" ", 2)[2])
+        key = f"{path.parent.name}/{path.name}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["gpu-lane-forced", "cpu-only"])
+def test_every_track_is_decoded_once_and_stems_never(lane: bool, dataset: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Separation, per-stem features and mix features in one run: each mix is decoded exactly once
+    (across the GPU lane and the CPU workers), the stems reach the per-stem analyzers in memory
+    (no stem file is decoded), and the per-stem features equal those computed from the files."""
+    pytest.importorskip("torch")
+    pytest.importorskip("demucs")
+    from tiny_demucs import SOURCES, clip, save_repo, tiny_htdemucs
+
+    from conftest import write_track
+    import mirflow.executors.local as local
+    from mirflow.core.audio import DECODE_LOG_ENV
+
+    repo = save_repo(tmp_path / "repo", "tiny", [tiny_htdemucs()])
+    for i, seconds in enumerate((1.5, 1.0, 0.7)):
+        write_track(dataset, f"track {i}", clip(seconds, seed=i), 44100)
+    log = tmp_path / "decodes.log"
+    monkeypatch.setenv(DECODE_LOG_ENV, str(log))
+    monkeypatch.setattr(local, "accelerator_present", lambda device: lane)
+    params = {"separation": {"model": "tiny", "repo": str(repo)},
+              "stems": {"analyzers": ["loudness", "spectral"]}}
+    summary = run(dataset, RunOptions(analyzers=["separation", "stems", "loudness", "spectral"],
+                                      workers=2, params=params))
+    assert summary.failed == 0, summary.failures
+    assert summary.counts["separation"]["done"] == 3 and summary.counts["stems"]["done"] == 3
+    counts = _decodes(log)
+    mixes = {k: v for k, v in counts.items() if k.split("/")[1].startswith("full_mix")}
+    assert mixes == {f"track {i}/{next(dataset.joinpath(f'track {i}').glob('full_mix.*')).name}": 1
+                     for i in range(3)}, counts
+    assert counts == mixes, "stem files were decoded"
+    in_memory = {i: sidecar(dataset / f"track {i}") for i in range(3)}
+    assert all(in_memory[i]["stems_analyzed"] == sorted(SOURCES) for i in range(3))
+    # the same per-stem features from the stem files on disk (decoded this time)
+    log.unlink()
+    again = run(dataset, RunOptions(analyzers=["stems"], workers=1, params=params,
+                                    force=frozenset({"stems"})))
+    assert again.failed == 0 and again.counts["stems"]["done"] == 3
+    assert len(_decodes(log)) == 3 * len(SOURCES)
+    for i in range(3):
+        from_files = sidecar(dataset / f"track {i}")
+        keys = [k for k in from_files if k.split("_")[0] in SOURCES]
+        assert keys and {k: from_files[k] for k in keys} == {k: in_memory[i][k] for k in keys}
