@@ -16,14 +16,15 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from ..models import demucs as demucs_models
 from ..models import registry
 from ..core.errors import ConfigError, MirflowError, ModelUnavailableError
+from .errors import EXIT_FAILED, EXIT_OK, MirflowGroup
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 console = Console(stderr=True)
 out = Console()
@@ -52,17 +53,13 @@ def _what(spec: registry.ModelSpec) -> str:
 
 def _names(names: tuple[str, ...], sep_repo: Path | None = None) -> list[str]:
     local = demucs_models.repo_models(sep_repo) if sep_repo is not None and sep_repo.is_dir() else []
-    try:
-        for n in names:
-            if n not in local:
-                registry.get(n)
-    except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        sys.exit(EXIT_USAGE)
+    for n in names:
+        if n not in local:
+            registry.get(n)  # an unknown name is a ConfigError: exit 2 through the error map
     return list(names)
 
 
-@click.group("models")
+@click.group("models", cls=MirflowGroup)
 def models() -> None:
     """Manage the models: Essentia VGGish classifiers (CC BY-NC-SA 4.0) and Demucs separation models."""
 
@@ -119,12 +116,8 @@ def download_cmd(names: tuple[str, ...], models_dir: Path | None, force: bool,
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done, total=total)
 
-        try:
-            written = registry.download(chosen, models_dir=models_dir, progress=progress,
-                                        force=force, base_url=base_url)
-        except MirflowError as exc:
-            console.print(f"[red]error:[/] {exc}")
-            sys.exit(EXIT_FAILED)
+        written = registry.download(chosen, models_dir=models_dir, progress=progress,
+                                    force=force, base_url=base_url)
     folder = registry.primary_dir(models_dir)
     console.print(f"{len(written)} file(s) written to {folder}")
 
@@ -176,16 +169,14 @@ def convert_cmd(names: tuple[str, ...], models_dir: Path | None, opset: int) -> 
     """Convert installed .pb models to .onnx with tf2onnx (pip install tf2onnx tensorflow-cpu)."""
     chosen = _names(names)
     if not registry.tf2onnx_available():
-        console.print("[red]error:[/] converting needs tf2onnx and TensorFlow: "
-                      "pip install tf2onnx tensorflow-cpu")
-        sys.exit(EXIT_USAGE)
+        raise ConfigError("converting needs tf2onnx and TensorFlow: pip install tf2onnx tensorflow-cpu")
     failed = False
     for name in chosen:
         try:
             with console.status(f"converting {name} ..."):
                 dest = registry.convert(name, models_dir=models_dir, opset=opset)
         except (ModelUnavailableError, MirflowError) as exc:
-            console.print(f"[red]error:[/] {exc}")
+            console.print(f"[red]error:[/] {escape(str(exc))}")  # keep going: convert the others
             failed = True
             continue
         console.print(f"{name}: wrote {dest}")
