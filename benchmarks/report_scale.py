@@ -10,6 +10,10 @@ sidecar, then :func:`mirflow.results.table.collect` (reads every sidecar and aud
 page; per-track time, to extrapolate the sidecar-reading cost to N.
 
     python benchmarks/report_scale.py [--tracks 100000] [--disk 2000] [--max-rows 5000]
+                                      [--save big.html --chromium /usr/bin/chromium]
+
+Part 3 (``--save`` and ``--chromium``): seconds until Chromium has rendered every chart of the saved
+page (twice).
 
 Values are random (seeded); they exercise the aggregation, not the features.
 """
@@ -60,7 +64,27 @@ def stem_rows(track: str, rng: np.random.Generator) -> list[dict]:
             for s in STEMS]
 
 
-def in_memory(n: int, max_rows: int) -> dict:
+def browser_load(page_path: Path, chromium: str, repeat: int = 2) -> list[float]:
+    """Seconds from navigation until the page says every chart has rendered (``body[data-ready]``)."""
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        for _ in range(repeat):
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            t0 = time.perf_counter()
+            page.goto(page_path.resolve().as_uri())
+            page.wait_for_selector("body[data-ready='1']", timeout=300_000)
+            times.append(round(time.perf_counter() - t0, 2))
+            page.close()
+        browser.close()
+    return times
+
+
+def in_memory(n: int, max_rows: int, save: Path | None = None) -> dict:
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     tracks = [track_row(i, rng) for i in range(n)]
@@ -75,6 +99,8 @@ def in_memory(n: int, max_rows: int) -> dict:
     t0 = time.perf_counter()
     page = build_report(rs, max_rows=max_rows)
     built = time.perf_counter() - t0
+    if save is not None:
+        save.write_text(page, encoding="utf-8")
     data = page.split('<script id="report-data" type="application/json">', 1)[1].split("</script>", 1)[0]
     return {"tracks": n, "stem_rows": len(stems), "synthesis_s": round(made, 2),
             "build_s": round(built, 2), "page_mb": round(len(page.encode()) / 1e6, 2),
@@ -118,10 +144,15 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=100_000)
     ap.add_argument("--disk", type=int, default=2000)
     ap.add_argument("--max-rows", type=int, default=5000)
+    ap.add_argument("--save", type=Path, help="keep the in-memory page here (an .html file)")
+    ap.add_argument("--chromium", help="time opening the saved page in this Chromium (needs --save, playwright)")
     args = ap.parse_args()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node() and 'this machine'}, "
           f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
-    print("in memory:", json.dumps(in_memory(args.tracks, args.max_rows)))
+    print("in memory:", json.dumps(in_memory(args.tracks, args.max_rows, args.save)))
+    if args.save and args.chromium:
+        print("browser:  ", json.dumps({"page": str(args.save), "seconds_to_charts_rendered":
+                                        browser_load(args.save, args.chromium)}))
     if args.disk:
         print("on disk:  ", json.dumps(on_disk(args.disk, args.max_rows)))
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
