@@ -11,7 +11,9 @@ library (environment variables given to the child at start, plus ``threadpoolctl
 No orphans: a worker exits within about a second of its coordinator's death, however the
 coordinator died (SIGKILL included). On Linux the kernel sends it SIGKILL (``prctl(PR_SET_PDEATHSIG)``,
 set through ctypes at start); everywhere a watchdog thread also polls the parent process id and
-ends the worker when it changes.
+ends the worker when it changes. (Linux ties that signal to the parent *thread*: replacements are
+started by the supervisor thread, which lives until the executor is shut down, so a replacement is
+also stopped when its supervisor ends.)
 """
 
 from __future__ import annotations
