@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or update) the project's virtual environment in .venv with everything mirflow and its
-# tests need. PyTorch is pinned to a CPU build (an unpinned torch pulls GBs of CUDA packages);
-# on a GPU machine install the torch build for your accelerator first, then run this script.
+# tests need. PyTorch is pinned to a CPU build (an unpinned torch pulls GBs of CUDA packages;
+# MIRFLOW_TORCH_VERSION and MIRFLOW_TORCH_INDEX change the pin and the index); on a GPU machine
+# install the torch build for your accelerator first, then run this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -14,7 +15,13 @@ stamp="$VENV/.mirflow-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]; then
   python -m pip install --quiet --upgrade pip
   if ! python -c "import torch" 2>/dev/null; then
-    python -m pip install --quiet "torch==${MIRFLOW_TORCH_VERSION:-2.13.0}"
+    # The CPU build from PyTorch's own CPU index, as PyTorch documents for machines without a GPU
+    # (PyPI's Linux wheel is the CUDA build, GBs of packages); where that index cannot be reached,
+    # the plain pin (PyPI, or a mirror's wheel).
+    torch_pin="torch==${MIRFLOW_TORCH_VERSION:-2.13.0}"
+    python -m pip install --quiet --timeout 20 --retries 1 \
+        --index-url "${MIRFLOW_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" "$torch_pin" ||
+      python -m pip install --quiet "$torch_pin"
   fi
   python -m pip install --quiet -e ".[separation,classifiers,test]"
   touch "$stamp"
