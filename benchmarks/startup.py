@@ -20,6 +20,10 @@ Then ``python -X importtime`` breaks down the imports of the command's process
 run's analyzer modules and what their ``setup()`` imports, measured by running ``setup()``), top
 modules by cumulative time. Results go to stdout and, with ``--out``, to ``startup.json`` and
 ``startup.md`` in that folder.
+
+``--src LABEL=DIR`` (repeatable) compares source trees side by side in one run (e.g. an export of an
+older commit, ``git archive COMMIT | tar -x -C DIR``): each run of each set is repeated with
+``PYTHONPATH=DIR/src``, interleaved, labelled ``SET [LABEL]``.
 """
 
 from __future__ import annotations
@@ -65,13 +69,16 @@ def make_dataset(root: Path, corpus: Path | None, seconds: float) -> str:
     return f"synthetic song ({seconds:.0f} s)"
 
 
-def run_once(dataset: Path, analyzers: str, workers: int) -> dict:
+def run_once(dataset: Path, analyzers: str, workers: int, src: Path | None = None) -> dict:
     cmd = [sys.executable, "-m", "mirflow", "run", str(dataset), "--force", "all", "--json",
            "-j", str(workers)]
     if analyzers != "default":
         cmd[4:4] = ["-a", analyzers]
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src / "src"), env.get("PYTHONPATH")]))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     try:
         summary = json.loads(proc.stdout)
@@ -126,8 +133,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--label", default="", help="a label for this measurement (e.g. before/after)")
     ap.add_argument("--out", type=Path, help="folder for startup.json and startup.md")
+    ap.add_argument("--src", action="append", default=[], metavar="LABEL=DIR",
+                    help="also run with PYTHONPATH=DIR/src (repeatable), interleaved")
     args = ap.parse_args()
-    sets = [s.replace("+", ",") for s in args.sets.split(",") if s]
+    base = [s.replace("+", ",") for s in args.sets.split(",") if s]
+    trees: dict[str, Path | None] = {"": None}
+    for item in args.src:
+        label, _, folder = item.partition("=")
+        trees = ({} if trees == {"": None} else trees) | {label: Path(folder).resolve()}
+    runs = [(f"{s} [{label}]" if label else s, s, src) for s in base for label, src in trees.items()]
+    sets = [name for name, _, _ in runs]
 
     env = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": platform.python_version(),
            "machine": platform.machine(), "cores": os.cpu_count(), "load_avg_start": os.getloadavg(),
@@ -137,21 +152,21 @@ def main() -> None:
         env["track"] = make_dataset(dataset, args.corpus, args.seconds)
         print(json.dumps(env), flush=True)
         results: dict[str, list[dict]] = {s: [] for s in sets}
-        for s in sets:  # warm every cache first
-            first = run_once(dataset, s, args.workers)
+        for s, analyzers, src in runs:  # warm every cache first
+            first = run_once(dataset, analyzers, args.workers, src)
             results[s + " (first)"] = [first]
             print(f"warm-up {s}: {first['wall_s']:.2f} s", flush=True)
         for rep in range(args.repeats):
-            for s in sets:
-                r = run_once(dataset, s, args.workers)
+            for s, analyzers, src in runs:
+                r = run_once(dataset, analyzers, args.workers, src)
                 results[s].append(r)
                 print(f"{s:12s} run {rep + 1}: wall {r['wall_s']:.2f} s, first track <= "
                       f"{r['first_track_s']:.2f} s, before run {r['before_run_s']:.2f} s", flush=True)
         ran = {s: results[s][0]["analyzers"] for s in sets}
         imports = {"command": importtime("import mirflow.cli.commands\n"
                                          "from mirflow import analyzers as r; r.available_names()")}
-        for s in sets:
-            imports["worker " + s] = importtime(worker_code(ran[s]))
+        for b in base:  # with the interpreter's own sys.path (the tree this script runs in)
+            imports["worker " + b] = importtime(worker_code(next(ran[s] for s, a, _ in runs if a == b)))
     env["load_avg_end"] = os.getloadavg()
     summary = {s: {"analyzers": ran[s],
                    "first_track_s_median": statistics.median(r["first_track_s"] for r in results[s]),
