@@ -1,36 +1,88 @@
-"""The Ray executor: the same analyzers as Ray actors, on an existing Ray cluster.
+"""The Ray executor: mirflow's analyzers as Ray actors on a Ray cluster.
 
-Each actor owns one :class:`~mirflow.run.worker.Worker` (analyzers set up once per actor) and processes
-work units sent by the coordinator, which keeps holding the track leases and writing the sidecars.
-Actors get ``num_gpus=1`` when a GPU analyzer is in the run and ``--device`` asks for or allows a GPU
-and the cluster has one; CPU actors are pinned to one thread each, like the local executor.
-Every node must see the dataset at the same path (a shared file system).
+Two pools, the same stage split as the local executor's GPU lane:
 
-Fault isolation is the local executor's (:mod:`mirflow.executors.supervisor`): each actor computes
-one chunk at a time; when an actor dies (its process killed, a segfault, a lost node) or overruns
-the time limit, it is replaced by a new actor and its chunk is re-run one track at a time to find
-the culprit. Actors post each step (which analyzer on which task) to a tiny board actor, so only
-the analyzer that was running when its actor died is failed, as in the local executor (where that
-post is lost with a node, every analyzer due on the culprit is failed). Actors belong to the driver:
-when the coordinator dies, Ray removes them.
+* **GPU actors**, one per GPU of the cluster (``num_gpus=1``, one CPU), hold the GPU analyzers
+  (one model copy per GPU, loaded once per actor, batching across the tracks of a chunk). They are
+  used when the run holds a GPU analyzer, ``--device`` is not ``cpu`` and the *cluster* has GPUs
+  (the driver's own machine may have none). Ray gives each such actor one GPU and makes it the
+  actor's ``cuda:0``; the actor resolves ``auto``/``cuda``/``cuda:N`` to that GPU itself.
+* **CPU actors**, as many as the cluster has free CPUs (at most ``--workers``; ``num_cpus=1``
+  each, every BLAS/OpenMP/numba/torch pool pinned to one thread) run every other analyzer, and the
+  GPU analyzers too when there is no GPU actor. A track with GPU work goes to a GPU actor first,
+  then its CPU part to a CPU actor, so the GPUs never wait for CPU features.
 
-    mirflow run /shared/dataset --executor ray --ray-address auto --workers 32
+Dispatch is pull-based: each pool is a :class:`~mirflow.executors.supervisor.Supervisor` holding a
+queue of chunks; a chunk is sent to an actor only when that actor is free (one chunk in flight per
+actor; completions are collected with ``ray.wait``), and the coordinator keeps at most
+``capacity`` chunks queued, so memory stays bounded however large the dataset.
+
+The coordinator stays the only writer of sidecars and the holder of the track leases: actors only
+compute and return results. Fault isolation is the local executor's: when an actor dies (its process
+killed, a segfault, its node lost) or overruns the time limit, the supervisor starts a replacement and
+re-runs the dead chunk one track at a time to find the culprit; a result arrives at most once per
+chunk, so no track is lost and none written twice. Ray's own ``max_restarts``/``max_task_retries``
+are off on purpose: a blind retry would run the culprit's chunk again on the fresh actor (killing it
+too) and cannot isolate the culprit. When a node is lost and the cluster has no room for a
+replacement, the slot is retired and the pool shrinks. Actors post each step (which analyzer on
+which chunk) to a tiny board actor pinned to the driver's node, so only the analyzer that was
+running when its actor died is failed (where that post is lost with a node, every analyzer due on
+the culprit is failed). Actors belong to the driver: when the coordinator dies, Ray removes them.
+
+Before the first chunk is sent, one tiny task per node reads the first track, so a node that does
+not see the dataset (every node must mount it at the same path) is an error naming that node.
+
+Ray Data (``map_batches`` with actor pools) is not used: the coordinator must decide per track what
+is due under a lease and write each sidecar atomically as its results arrive, a crash must fail one
+track (not a block of a dataset), and there is no tabular dataset to stream, so an actor pool with
+this supervisor is both simpler and what the fault-isolation rules need.
+
+    mirflow run /shared/dataset --executor ray --ray-address auto
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
-from ..run.worker import AnalyzerSpec, WorkUnit, Worker
 from ..core.errors import ConfigError
 from ..core.sidecar import AnalyzerResult
+from ..run.worker import AnalyzerSpec, WorkUnit, Worker
 from .process import THREAD_ENV_VARS
 from .supervisor import Event, Supervisor
 
 log = logging.getLogger(__name__)
+
+#: Seconds a replacement actor waits for the resources of the one it replaces to be released
+#: before its slot is retired (the cluster shrank, e.g. a node was lost).
+RELEASE_WAIT_S = 5.0
+#: Seconds the start-up check waits for every node to read the first track.
+ACCESS_CHECK_S = 60.0
+
+
+def actor_env() -> dict[str, str]:
+    """Environment of every actor: one thread per numeric library, and the driver's ``MIRFLOW_*``
+    settings (plugins, log level, cache folders)."""
+    env = {k: "1" for k in THREAD_ENV_VARS}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("MIRFLOW_")})
+    return env
+
+
+def actor_device(requested: str, gpu_ids: list[Any]) -> str:
+    """The device an actor uses for ``requested``: an actor given a GPU by Ray sees it as
+    ``cuda:0`` (Ray sets ``CUDA_VISIBLE_DEVICES``), whatever index the driver named."""
+    if requested == "cpu":
+        return "cpu"
+    if gpu_ids:
+        return "cuda:0"
+    from ..core.devices import resolve
+
+    return str(resolve(requested))
 
 
 class _PhaseBoard:
@@ -48,30 +100,64 @@ class _PhaseBoard:
 
 
 class _Actor:
+    """One pool member: a :class:`Worker` for the pool's analyzers, kept for the actor's life."""
+
     def __init__(self, specs: list[AnalyzerSpec], device: str, board: Any = None,
                  key: str = "") -> None:
+        import ray
         from threadpoolctl import threadpool_limits
 
+        from ..core import logsetup
+
+        logsetup.configure_from_env()  # -v on the driver: the actors' messages reach it too
         self._limits = threadpool_limits(limits=1)
         self._board, self._key, self._task = board, key, None
-        self.worker = Worker(specs, device=device, threads=1, on_phase=self._phase)
+        self.node = node_label()
+        self.device = actor_device(device, ray.get_gpu_ids())
+        self.worker = Worker(specs, device=self.device, threads=1, on_phase=self._phase)
         from .. import analyzers as registry
 
         registry.available_names()  # import the analyzer modules now, not on the first track's time
+        log.info("Ray actor %s on node %s (%s) ready", key, self.node, self.device)
 
     def _phase(self, step: str, name: str) -> None:
         if self._board is not None:  # waited for: a crash right after must not lose it (~1 ms)
             import ray
 
-            ray.get(self._board.set.remote(self._key, self._task, step, name))
+            try:
+                ray.get(self._board.set.remote(self._key, self._task, step, name), timeout=10)
+            except Exception:  # noqa: BLE001 - a lost board only costs the analyzer attribution
+                self._board = None
 
     def ping(self) -> bool:
         return True
 
     def process(self, units: list[WorkUnit], task_id: int | None = None
-                ) -> list[dict[str, AnalyzerResult]]:
+                ) -> tuple[str, float, list[dict[str, AnalyzerResult]]]:
+        """``(node address, seconds, results)`` for a chunk."""
         self._task = task_id
-        return self.worker.process(units)
+        start = time.perf_counter()
+        results = self.worker.process(units)
+        return self.node, time.perf_counter() - start, results
+
+
+def node_label() -> str:
+    """This Ray node as the timing report and errors name it: ``address (node id prefix)`` (the
+    id tells apart nodes sharing an address, as in a simulated cluster)."""
+    import ray
+
+    return f"{ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
+
+
+def read_check(path: str) -> tuple[str, str | None]:
+    """``(node, None)`` when this node can read ``path``, else ``(node, error)``."""
+    node = node_label()
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return node, f"{type(exc).__name__}: {exc}"
+    return node, None
 
 
 def _actor_death(exc: BaseException) -> str:
@@ -80,16 +166,14 @@ def _actor_death(exc: BaseException) -> str:
     if "OutOfMemory" in type(exc).__name__ or "memory monitor" in str(exc):
         return "worker (Ray actor) killed by Ray's memory monitor while analysing this track (out of memory)"
     return ("worker (Ray actor) died while analysing this track (its process was killed, e.g. "
-            "out of memory, or crashed in native code; see the Ray worker logs)")
+            "out of memory, crashed in native code, or its node was lost; see the Ray worker logs)")
 
 
 class _RaySlot:
-    def __init__(self, actor_cls: Any, specs: list[AnalyzerSpec], device: str, board: Any,
-                 index: int) -> None:
-        self.actor_cls = actor_cls
-        self.specs = specs
-        self.device = device
-        self.board = board
+    """One actor place of a pool (see :class:`~mirflow.executors.supervisor.Slot`)."""
+
+    def __init__(self, backend: "_RayBackend", index: int) -> None:
+        self.backend = backend
         self.index = index
         self.starts = 0
         self.key = ""
@@ -97,15 +181,24 @@ class _RaySlot:
         self.ref: Any = None
         self.ping: Any = None  # answered once the actor is constructed
         self.ready = False
+        self.retired = False  # no room for it in the cluster any more: the supervisor skips it
         self.task_id: int | None = None
 
     def start(self) -> None:
-        self.starts += 1
-        self.key = f"{self.index}-{self.starts}"
-        self.actor = self.actor_cls.remote(self.specs, self.device, self.board, self.key)
-        self.ping = self.actor.ping.remote()
-        self.ready = False
         self.ref = None
+        self.ready = False
+        if self.starts and not self.backend.room_for_replacement(self):
+            self.retired = True
+            self.actor = self.ping = None
+            log.warning("Ray %s actor %d not replaced: the cluster has no room for it (a node was "
+                        "lost?); the pool goes on with fewer actors", self.backend.pool, self.index)
+            return
+        self.starts += 1
+        self.key = f"{self.backend.pool}-{self.index}-{self.starts}"
+        self.actor = self.backend.actor_cls.options(
+            name=f"mirflow-{self.backend.run_id}-{self.key}").remote(
+            self.backend.specs, self.backend.device, self.backend.board, self.key)
+        self.ping = self.actor.ping.remote()
 
     def send(self, task_id: int, units: list[WorkUnit]) -> None:
         self.task_id = task_id
@@ -126,16 +219,41 @@ class _RaySlot:
 
 
 class _RayBackend:
-    def __init__(self, actor_cls: Any, specs: list[AnalyzerSpec], device: str) -> None:
-        import ray
+    """Where a pool's actors live (see :class:`~mirflow.executors.supervisor.Backend`)."""
 
+    def __init__(self, pool: str, actor_cls: Any, specs: list[AnalyzerSpec], device: str,
+                 board: Any, run_id: str, need: dict[str, float], nodes: dict[str, dict[str, float]]
+                 ) -> None:
+        self.pool = pool
         self.actor_cls = actor_cls
         self.specs = specs
         self.device = device
-        self.board = ray.remote(num_cpus=0)(_PhaseBoard).remote()
+        self.board = board
+        self.run_id = run_id
+        self.need = need  # resources of one actor
+        self.nodes = nodes  # node address -> {"tracks", "busy_s"}, shared by the pools
+        self.slots: list[_RaySlot] = []
 
     def new_slot(self, index: int) -> _RaySlot:
-        return _RaySlot(self.actor_cls, self.specs, self.device, self.board, index)
+        slot = _RaySlot(self, index)
+        self.slots.append(slot)
+        return slot
+
+    def room_for_replacement(self, slot: _RaySlot) -> bool:
+        """Whether the cluster can place a new actor for ``slot`` (the last live slot of a pool is
+        always replaced: it waits for room rather than leaving the pool empty)."""
+        import ray
+
+        if not any(s is not slot and not s.retired for s in self.slots):
+            return True
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while True:
+            free = ray.available_resources()
+            if all(free.get(k, 0.0) >= v for k, v in self.need.items() if v):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.25)
 
     def last_phase(self, slot: _RaySlot) -> Event | None:
         """What the dead actor of ``slot`` last reported doing on its current task."""
@@ -148,14 +266,6 @@ class _RayBackend:
         if posted is None or posted[0] != slot.task_id:
             return None
         return Event("phase", (posted[1], posted[2]), slot.task_id)
-
-    def close(self) -> None:
-        import ray
-
-        try:
-            ray.kill(self.board)
-        except Exception:  # noqa: BLE001
-            pass
 
     def poll(self, slots: list[_RaySlot], timeout: float) -> list[tuple[_RaySlot, Event]]:
         import ray
@@ -179,20 +289,31 @@ class _RayBackend:
             slot = by_ref[ref]
             slot.ref = None
             try:
-                events.append((slot, Event("result", ray.get(ref), slot.task_id)))
+                node, seconds, results = ray.get(ref)
             except RayTaskError as exc:  # raised in the actor outside any analyzer
                 events.append((slot, Event("error", " ".join(str(exc.cause).split())[:300],
                                            slot.task_id)))
+                continue
             except Exception as exc:  # noqa: BLE001 - RayActorError, or the object lost with its node
                 phase = self.last_phase(slot)
                 if phase is not None:
                     events.append((slot, phase))
                 events.append((slot, Event("died", _actor_death(exc), slot.task_id)))
+                continue
+            stats = self.nodes.setdefault(node, {"tracks": 0, "busy_s": 0.0})
+            stats["tracks"] += len(results)
+            stats["busy_s"] += seconds
+            events.append((slot, Event("result", results, slot.task_id)))
         return events
 
 
 class RayExecutor:
-    """Work units on ``workers`` supervised Ray actors; see the module docstring."""
+    """GPU actors beside a CPU actor pool on a Ray cluster; see the module docstring.
+
+    ``workers`` bounds the CPU actors (the cluster's free CPUs bound them too); ``device`` is the
+    run's device as the user gave it (``auto``, ``cpu``, ``cuda``, ``cuda:N``): GPU actors are
+    decided from the cluster's GPUs, not from the driver's machine.
+    """
 
     def __init__(self, specs: list[AnalyzerSpec], *, workers: int, device: str = "auto",
                  address: str | None = None) -> None:
@@ -200,30 +321,134 @@ class RayExecutor:
             import ray
         except ImportError:
             raise ConfigError("the ray executor needs Ray: pip install 'mirflow[ray]'") from None
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from .. import analyzers as registry
+        from ..core import devices
+
+        kind, _ = devices.parse(device)
         self._ray = ray
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            env = {k: "1" for k in THREAD_ENV_VARS}
-            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False,
-                     include_dashboard=False, ignore_reinit_error=True)
-        from .. import analyzers as registry
+            verbose = logging.getLogger("mirflow").isEnabledFor(logging.INFO)
+            try:
+                ray.init(address=address, runtime_env={"env_vars": actor_env()},
+                         log_to_driver=verbose, include_dashboard=False, ignore_reinit_error=True)
+            except ConnectionError as exc:
+                raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+        self._run_id = uuid.uuid4().hex[:8]
+        self._checked = False
+        self.nodes: dict[str, dict[str, float]] = {}
+        gpu_specs = [s for s in specs if registry.get(s.name).device == "gpu"]
+        cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
+        use_gpu = bool(gpu_specs) and kind != "cpu" and cluster_gpus > 0
+        if gpu_specs and kind not in ("cpu", "auto") and not cluster_gpus:
+            raise ConfigError(f"--device {device} asks for a GPU, but the Ray cluster has none")
+        self._gpu_names = frozenset(s.name for s in gpu_specs) if use_gpu else frozenset()
+        cpu_specs = [s for s in specs if s.name not in self._gpu_names]
+        here = ray.get_runtime_context().get_node_id()
+        board = ray.remote(num_cpus=0)(_PhaseBoard).options(  # on the driver's node: never lost alone
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+        self._board = board
+        env = {"env_vars": actor_env()}
+        self._gpu: Supervisor | None = None
+        n_gpu = cluster_gpus if use_gpu else 0
+        free_cpus = int(ray.available_resources().get("CPU", 0)) - n_gpu  # a GPU actor takes one
+        if use_gpu:
+            gpu_cls = ray.remote(num_cpus=1, num_gpus=1, max_restarts=0, max_task_retries=0,
+                                 runtime_env=env)(_Actor)
+            self._gpu = Supervisor(_RayBackend("gpu", gpu_cls, gpu_specs, device, board, self._run_id,
+                                               {"CPU": 1, "GPU": 1}, self.nodes),
+                                   n_gpu, label="Ray GPU actor")
+        n_cpu = max(1, min(int(workers) if workers else free_cpus, free_cpus))
+        cpu_cls = ray.remote(num_cpus=1, num_gpus=0, max_restarts=0, max_task_retries=0,
+                             scheduling_strategy="SPREAD", runtime_env=env)(_Actor)
+        self._pool = Supervisor(_RayBackend("cpu", cpu_cls, cpu_specs, "cpu", board, self._run_id,
+                                            {"CPU": 1}, self.nodes), n_cpu, label="Ray CPU actor")
+        #: ``{stage: (slots, [analyzer, ...])}`` for the timing report.
+        self.stages = {"ray cpu actors": (n_cpu, [s.name for s in cpu_specs])}
+        if self._gpu is not None:
+            self.stages["ray gpu actors"] = (n_gpu, sorted(self._gpu_names))
+        # one chunk computing and one waiting per actor
+        self.capacity = 2 * (n_cpu + n_gpu)
+        log.info("Ray executor: %d CPU actor(s)%s on %d node(s)", n_cpu,
+                 f", {n_gpu} GPU actor(s) for {', '.join(sorted(self._gpu_names))}" if n_gpu else "",
+                 sum(1 for n in ray.nodes() if n.get("Alive")))
 
-        wants_gpu = device != "cpu" and any(registry.get(s.name).device == "gpu" for s in specs)
-        gpus = ray.cluster_resources().get("GPU", 0) if wants_gpu else 0
-        actor_cls = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_restarts=0)(_Actor)
-        count = max(1, int(min(workers, gpus)) if gpus else int(workers))
-        self._supervisor = Supervisor(_RayBackend(actor_cls, specs, device), count, label="Ray actor")
-        self.capacity = count * 2
+    # -- start-up check ------------------------------------------------------------------------
+    def check_access(self, path: str) -> None:
+        """Raise :class:`ConfigError` naming every node that cannot read ``path``."""
+        ray = self._ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        task = ray.remote(num_cpus=0, max_retries=0)(read_check)
+        refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                             runtime_env={"env_vars": actor_env()}).remote(path)
+                for n in ray.nodes() if n.get("Alive") and (n["Resources"].get("CPU", 0) or
+                                                            n["Resources"].get("GPU", 0))]
+        try:
+            answers = ray.get(refs, timeout=ACCESS_CHECK_S)
+        except ray.exceptions.GetTimeoutError:
+            raise ConfigError(f"the Ray nodes did not answer within {ACCESS_CHECK_S:.0f} s whether "
+                              f"they can read the dataset") from None
+        bad = [f"node {node}: {err}" for node, err in answers if err]
+        if bad:
+            raise ConfigError(f"every Ray node must see the dataset at the same path (shared "
+                              f"storage); cannot read {path} on " + "; ".join(bad))
+
+    # -- executor interface --------------------------------------------------------------------
     def submit(self, units: list[WorkUnit]) -> "Future[list[dict[str, AnalyzerResult]]]":
-        return self._supervisor.submit(units)
+        if not self._checked and units:
+            self._checked = True
+            self.check_access(str(units[0].track.mix))
+        if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):
+            return self._pool.submit(units)
+        outer: Future = Future()
+        gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names)) for u in units]
+        self._gpu.submit(gpu_units).add_done_callback(lambda f: self._after_gpu(f, units, outer))
+        return outer
+
+    def _after_gpu(self, gpu_future: Future, units: list[WorkUnit], outer: Future) -> None:
+        """Hand the CPU part of each track to the CPU pool, then combine both pools' results."""
+        try:
+            gpu_results = gpu_future.result()
+            cpu_units = [replace(u, due=tuple(n for n in u.due if n not in self._gpu_names),
+                                 ready=u.ready | {n for n, r in res.items() if r.status == "ok"})
+                         for u, res in zip(units, gpu_results)]
+            if not any(u.due for u in cpu_units):
+                outer.set_result(gpu_results)
+                return
+            cpu_future = self._pool.submit(cpu_units)
+        except BaseException as exc:  # noqa: BLE001 - reported per track by the coordinator
+            outer.set_exception(exc)
+            return
+
+        def combine(f: Future) -> None:
+            try:
+                outer.set_result([{**g, **c} for g, c in zip(gpu_results, f.result())])
+            except BaseException as exc:  # noqa: BLE001
+                outer.set_exception(exc)
+
+        cpu_future.add_done_callback(combine)
 
     @property
     def deaths(self) -> int:
-        """Actors lost so far."""
-        return self._supervisor.deaths
+        """Actors lost so far (both pools)."""
+        return self._pool.deaths + (self._gpu.deaths if self._gpu else 0)
+
+    def node_report(self) -> dict[str, dict[str, float]]:
+        """Per node address: tracks computed there (a track with GPU and CPU work counts on both
+        nodes) and the actors' busy seconds (decoding included)."""
+        return {node: {"tracks": int(s["tracks"]), "busy_s": round(s["busy_s"], 3)}
+                for node, s in sorted(self.nodes.items())}
 
     def shutdown(self, *, cancel: bool = False) -> None:
-        self._supervisor.shutdown(cancel=cancel)
+        for sup in (self._gpu, self._pool):  # the GPU pool first: it feeds the CPU pool
+            if sup is not None:
+                sup.shutdown(cancel=cancel)
+        try:
+            self._ray.kill(self._board)
+        except Exception:  # noqa: BLE001
+            pass
         if self._owns_ray:
             self._ray.shutdown()

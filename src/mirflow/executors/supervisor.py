@@ -290,7 +290,7 @@ class Supervisor:
         for i, slot in enumerate(self._slots):
             if not self._queue:
                 return
-            if i in self._busy:
+            if i in self._busy or getattr(slot, "retired", False):  # retired: no room left for it
                 continue
             task = self._queue.popleft()
             if self._broken:

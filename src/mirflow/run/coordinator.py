@@ -164,7 +164,8 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
         summary.wall_seconds = time.perf_counter() - started
         return summary
 
-    workers = options.workers or os.cpu_count() or 1
+    # the Ray executor sizes its CPU pool to the cluster's free CPUs (bounded by the tracks)
+    workers = options.workers or (len(pending) if options.executor == "ray" else os.cpu_count()) or 1
     workers = max(1, min(workers, len(pending)))
     timing = Timing(analyzers, unavailable=unavailable, device=options.device, started=started,
                     workers=1 if options.executor == "serial" else workers)

@@ -109,9 +109,11 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
     chosen_executor = executor or run.executor
     if chosen_executor not in ("serial", "local", "ray"):
         raise ConfigError(f"unknown executor {chosen_executor!r} (serial, local or ray)")
+    # the Ray executor resolves the device on each actor (the driver's machine may have no GPU)
+    resolve_here = resolve_device and chosen_executor != "ray"
     return RunOptions(analyzers=names, params={k: v for k, v in merged.items() if k in order},
                       executor=chosen_executor, workers=run.workers if workers is None else workers,
-                      device=(resolve_run_device(device or run.device, order) if resolve_device
+                      device=(resolve_run_device(device or run.device, order) if resolve_here
                               else _checked(device or run.device)), force=frozenset(forced),
                       retry_failed=retry_failed, chunk=run.chunk if chunk is None else chunk,
                       ray_address=ray_address or run.ray_address,

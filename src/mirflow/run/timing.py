@@ -14,6 +14,8 @@ The coordinator drives one :class:`Timing` per run with a handful of calls (``pl
   stage (slots = worker processes) and GPU analyzers on an accelerator towards a ``gpu`` stage. Busy
   time there is analyzer compute only (decoding and sidecar writes are not included), so it is a
   lower bound.
+* **Per node**: an executor spanning machines (Ray) offers ``node_report()``; the report then has
+  ``nodes``: per node address, the tracks computed there and its workers' busy seconds.
 * **Accelerator**: the fraction of wall time the GPU was busy, sampled with NVML (``pynvml``, from the
   ``nvidia-ml-py`` package) from the coordinator, whichever process uses the GPU; ``None`` with a
   note ("n/a") without an accelerator or without NVML.
@@ -336,6 +338,9 @@ class Timing:
                 self.rates.observe(name, labels[name], self.analyzers[name].params_hash(),
                                    compute_s=acc.compute_s, audio_s=acc.audio_s, tracks=acc.tracks)
         report["stages"] = self._stages(wall_s, labels, executor)
+        node_report = getattr(executor, "node_report", None)  # executors spanning machines
+        if callable(node_report):
+            report["nodes"] = node_report()
         if self.rates is not None:
             self.rates.save()
         return report
