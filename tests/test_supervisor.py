@@ -136,3 +136,18 @@ def test_a_supervisor_that_cannot_start_workers_fails_the_chunks_instead_of_hang
     with pytest.raises(RuntimeError, match="cannot start a process"):
         fut.result(timeout=10)
     sup.shutdown()
+
+
+def test_a_worker_that_cannot_start_fails_the_run_not_every_track() -> None:
+    class Broken(FakeBackend):
+        def poll(self, slots, timeout):  # every worker dies before reporting anything
+            return [(s, Event("died", "worker exited with code 1 while analysing this track", s.task[0]))
+                    for s in slots if s.task is not None]
+
+    backend = Broken()
+    sup = Supervisor(backend, 1)
+    fut = sup.submit([unit("a"), unit("b")])
+    with pytest.raises(RuntimeError, match=r"cannot be started \(worker exited with code 1, 3 times"):
+        fut.result(timeout=10)
+    sup.shutdown()
+    assert len(backend.log) == 3  # the tracks were not blamed, retried, or failed one by one

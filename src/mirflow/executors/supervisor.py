@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 MAX_DEATHS = 2
 #: Poll interval of the supervisor thread, seconds (deaths are noticed at once through sentinels).
 POLL_S = 0.2
+#: A worker that dies this many times in a row before reporting anything (it cannot start: a broken
+#: installation, an actor that cannot be created) fails the run instead of every track.
+MAX_STARTUP_FAILURES = 3
 #: Extra seconds before a task's first report from its worker (a fresh process imports its libraries).
 START_GRACE_S = 120.0
 
@@ -172,6 +175,8 @@ class Supervisor:
         self._abandon = False
         self._next_id = 0
         self._batches: set[_Batch] = set()  # submitted, not complete
+        self._reported: dict[int, bool] = {}  # slot index -> its current worker reported something
+        self._startup_failures = 0  # in a row
         self._setup_deaths: dict[str, int] = {}
         self._broken: dict[str, str] = {}  # analyzer -> reason (its setup kills workers)
         self.deaths = 0  # workers lost so far (for tests and logs)
@@ -316,6 +321,9 @@ class Supervisor:
         busy = self._busy.get(index)
         if busy is None or (event.task is not None and event.task != busy.task.id):
             return  # a late message from a task already given up
+        if event.kind != "died":
+            self._reported[index] = True
+            self._startup_failures = 0
         if event.kind == "phase":
             if busy.phase is None or busy.phase[0] == "setup":
                 busy.started = time.monotonic()  # start-up and model loading are not the track's time
@@ -362,6 +370,18 @@ class Supervisor:
             self._slots[index].kill()
         except Exception:  # noqa: BLE001 - it is gone either way
             pass
+        started = self._reported.get(index) or getattr(self._slots[index], "ready", False)
+        self._reported[index] = False
+        if not started and not timed_out:  # it never started: not these tracks' fault
+            self._startup_failures += 1
+            if self._startup_failures >= MAX_STARTUP_FAILURES:
+                raise RuntimeError(f"{self.label} cannot be started ({reason.replace(' while analysing this track', '')}, "
+                                   f"{self._startup_failures} times in a row)")
+            with self._lock:
+                if not self._abandon:
+                    self._slots[index].start()
+                self._queue.appendleft(self._task(jobs))
+            return
         with self._lock:
             if not self._abandon:
                 self._slots[index].start()  # a fresh worker: its analyzers are set up again
