@@ -185,6 +185,12 @@ class Analyzer:
     def teardown(self) -> None:
         """Release heavy state at the end of a run."""
 
+    def prepare(self, ctx: TrackContext) -> None:
+        """Cheap CPU preprocessing of one track, memoised in ``ctx`` (resampling to the model rate,
+        a model's front end). Called without :meth:`setup`, by the CPU worker that decodes a track
+        before a pipelined executor hands it to the accelerator's process, so that process only
+        runs the model. Default: nothing."""
+
     # -- work ----------------------------------------------------------------------------------
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
         """Compute the features of one track; return flat sidecar keys (JSON-serialisable).

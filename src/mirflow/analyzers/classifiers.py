@@ -415,6 +415,11 @@ class ClassifiersAnalyzer(Analyzer):
         self.runners.clear()
 
     # -- work ---------------------------------------------------------------------------------
+    def prepare(self, ctx: TrackContext) -> None:
+        """The VGGish front end (log-mel patches at 16 kHz), memoised: computed on a CPU worker
+        before a pipelined executor hands the track to the accelerator's process."""
+        vggish.track_patches(ctx, resampler=self.params["resampler"])
+
     def analyze_batch(self, ctxs: list[TrackContext]) -> list[dict[str, Any] | BaseException]:
         if not self.runners:
             self.setup("cpu")

@@ -37,8 +37,7 @@ from pydantic import Field, field_validator
 from ..core import devices
 from ..core.audio import TrackContext
 from ..core.errors import AnalysisError, ConfigError
-from ..core.stems_io import (STEM_BITS, STEM_FORMATS, as_written, count_clipped, stem_complete,
-                             write_stems)
+from ..core.stems_io import STEM_BITS, STEM_FORMATS, StemsToWrite, count_clipped, stem_complete
 from ..models import demucs as demucs_models
 from ..models import registry as model_registry
 from ..models.precision import PRECISIONS, resolve_precision
@@ -255,6 +254,11 @@ class SeparationAnalyzer(Analyzer):
         return list(demucs_models.sources_of(self.params["model"]))
 
     # -- work --------------------------------------------------------------------------------------------
+    def prepare(self, ctx: TrackContext) -> None:
+        """The model's input (stereo at 44.1 kHz, standardised), memoised: a pipelined executor
+        computes it on a CPU worker before the track reaches the accelerator's process."""
+        _model_input(ctx, demucs_models.MODEL_SR)
+
     def analyze_batch(self, ctxs: list[TrackContext]) -> list[dict[str, Any] | BaseException]:
         """Separate ``ctxs`` together: decode ahead in threads, batch model segments across tracks,
         write each track's stems in a writer thread as soon as it is separated. Every returned
@@ -267,7 +271,7 @@ class SeparationAnalyzer(Analyzer):
 
         sr = int(self._model.samplerate)
         results: list[dict[str, Any] | BaseException | None] = [None] * len(ctxs)
-        prepared = [self._decoder.submit(_prepare, ctx, sr) for ctx in ctxs]
+        prepared = [self._decoder.submit(_model_input, ctx, sr) for ctx in ctxs]
         writes: dict[int, Future] = {}
         norms: dict[int, tuple[float, float]] = {}
 
@@ -326,11 +330,12 @@ class SeparationAnalyzer(Analyzer):
         if clipped:
             ctx.warnings.append(f"separation: {clipped} stem samples beyond full scale were clipped")
         names = list(self._model.sources)
-        paths = write_stems(ctx.path.parent, dict(zip(names, sources)), sr=int(self._model.samplerate),
-                            fmt=self.params["stem_format"], bits=self.params["stem_bits"])
-        for name, src in zip(names, sources):  # per-stem analyzers use them without decoding the files
-            ctx.keep_stem(name, paths[name], as_written(src, self.params["stem_bits"]),
-                          int(self._model.samplerate))
+        out = StemsToWrite(ctx.path.parent, dict(zip(names, sources)), sr=int(self._model.samplerate),
+                           fmt=self.params["stem_format"], bits=self.params["stem_bits"])
+        if ctx.defer_writes:  # a CPU worker of the next stage writes them (local executor's GPU lane)
+            ctx.files_to_write[self.name] = out
+        else:  # written here; per-stem analyzers use them in memory, without decoding the files
+            out.keep_in(ctx, out.write())
         return {
             "stems": names,
             "separation_model": self.params["model"],
@@ -373,6 +378,11 @@ class SeparationAnalyzer(Analyzer):
             if len(counts) != 1:
                 return False
         return all(stem_complete(p, frames=frames, sr=int(sr)) for p in files)
+
+
+def _model_input(ctx: TrackContext, sr: int) -> tuple[np.ndarray, float, float]:
+    """:func:`_prepare` memoised in ``ctx`` (computed once, also when a CPU worker prepared it)."""
+    return ctx.memo(("separation-input", sr), lambda: _prepare(ctx, sr))
 
 
 def _prepare(ctx: TrackContext, sr: int) -> tuple[np.ndarray, float, float]:

@@ -257,6 +257,10 @@ class TrackContext:
     _decode_error: DecodeError | None = field(default=None, repr=False)
     _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
     _stems: dict[str, "TrackContext"] = field(default_factory=dict, repr=False)
+    #: Set by a pipelined executor: analyzers that write files (stems) leave them in
+    #: ``files_to_write`` (``{analyzer: writer}``) for a later stage instead of writing them here.
+    defer_writes: bool = False
+    files_to_write: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_array(cls, samples: np.ndarray, sr: int, *, path: str | os.PathLike[str] = "<memory>",

@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +84,27 @@ def write_stems(track_dir: Path, stems: dict[str, np.ndarray], *, sr: int, fmt: 
         raise
 
 
+@dataclass
+class StemsToWrite:
+    """Stems computed in one process and written by another (the local executor's GPU lane hands
+    them to a CPU worker, which encodes them while the accelerator separates the next tracks)."""
+
+    track_dir: Path
+    stems: dict[str, np.ndarray]  # {name: (channels, n) float32}
+    sr: int  # Hz
+    fmt: str = "flac"
+    bits: int = 16
+
+    def write(self) -> dict[str, Path]:
+        """:func:`write_stems` them (all or nothing); returns ``{name: final path}``."""
+        return write_stems(self.track_dir, self.stems, sr=self.sr, fmt=self.fmt, bits=self.bits)
+
+    def keep_in(self, ctx: Any, paths: dict[str, Path]) -> None:
+        """Hold the written stems (as the files read back) in ``ctx`` for per-stem analyzers."""
+        for name, data in self.stems.items():
+            ctx.keep_stem(name, paths[name], as_written(data, self.bits), self.sr)
+
+
 def as_written(data: np.ndarray, bits: int = 16) -> np.ndarray:
     """``data`` (float32) as a stem file of ``bits``-bit PCM reads back: clipped to [-1, 1) and
     rounded to the PCM grid (bit-exact for FLAC; WAV within one step), so analyzers given stems
@@ -112,4 +135,4 @@ def stem_complete(path: Path, *, frames: int | None, sr: int, channels: int = 2)
         return False
 
 
-__all__ = ["STEM_FORMATS", "STEM_BITS", "as_written", "count_clipped", "write_stems", "stem_complete"]
+__all__ = ["STEM_FORMATS", "STEM_BITS", "StemsToWrite", "as_written", "count_clipped", "write_stems", "stem_complete"]

@@ -13,11 +13,23 @@ builds its analyzers once (``setup()``) and keeps them for the whole run.
 
 With an accelerator (``--device auto`` finding CUDA/ROCm, or ``--device cuda[:N]``/``mps``) and GPU
 analyzers in the run, a *GPU lane* is added: one process that owns the GPU analyzers (one model
-copy on the device, batching across the tracks of a chunk) and feeds the CPU lane, which runs the
-remaining analyzers of each track once the GPU lane is done with it. The GPU lane works on the next
-chunk while the CPU lane works on the previous one, so the accelerator does not wait for CPU
-features. Without an accelerator, GPU analyzers run in the CPU workers like any other. The GPU lane
-is supervised like the CPU workers; its replacement loads the models again.
+copy on the device, batching across the tracks of a chunk). A chunk then goes through three stages,
+each a supervisor whose results feed the next one's ``submit``:
+
+1. a CPU worker decodes each track (the only decode of that track in the run) and runs the GPU
+   analyzers' :meth:`~mirflow.analyzers.base.Analyzer.prepare` step (resampling to the model rate,
+   the VGGish front end);
+2. the GPU lane runs the models on the tracks handed to it in memory; it writes nothing: the stems
+   it separates travel on in memory;
+3. a CPU worker writes the stems (atomically, :mod:`mirflow.core.stems_io`) and runs the CPU
+   analyzers on the mix and on the stems, both in memory (no stem file is decoded).
+
+Stage-1 and stage-3 tasks share the CPU workers' queue; the GPU lane takes the next prepared chunk
+as soon as it is free, so it never decodes, resamples or encodes while work remains. Arrays travel
+pickled through the workers' pipes (a 5-minute stereo 44.1 kHz track: 53 MB of mix, 4 x 53 MB of
+stems). Without an accelerator, GPU analyzers run in the CPU workers like any other, and the same
+in-memory hand-over happens inside one worker. The GPU lane is supervised like the CPU workers; its
+replacement loads the models again.
 """
 
 from __future__ import annotations
@@ -59,8 +71,8 @@ class LocalExecutor:
         if gpu_lane is None:
             gpu_lane = bool(gpu_specs) and accelerator_present(device)
         self._gpu_names = frozenset(s.name for s in gpu_specs) if gpu_lane and gpu_specs else frozenset()
-        cpu_specs = [s for s in specs if s.name not in self._gpu_names]
-        self._pool = Supervisor(ProcessBackend(cpu_specs, device=device, threads=threads_per_worker,
+        # the CPU workers know the GPU analyzers too: they run their prepare() step (never setup)
+        self._pool = Supervisor(ProcessBackend(list(specs), device=device, threads=threads_per_worker,
                                                label="worker"), self.workers, label="worker")
         self._gpu = (Supervisor(ProcessBackend(gpu_specs, device=device, threads=threads_per_worker,
                                                label="gpu-lane"), 1, label="GPU lane")
@@ -74,23 +86,42 @@ class LocalExecutor:
         if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):
             return self._pool.submit(units)
         outer: Future = Future()
-        # the GPU lane decodes each track once and hands the signal (and the stems it separated)
-        # to the CPU lane in memory, for the tracks that still have CPU analyzers due
-        gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names),
-                             hand_on=any(n not in self._gpu_names for n in u.due)) for u in units]
-        gpu_future = self._gpu.submit(gpu_units)
-        gpu_future.add_done_callback(lambda f: self._after_gpu(f, units, outer))
+        # stage 1, a CPU worker: decode each track once and prepare the GPU analyzers' input
+        decode_units = [replace(u, due=(), hand_on=True,
+                                prepare=tuple(n for n in u.due if n in self._gpu_names)) for u in units]
+        decode_future = self._pool.submit(decode_units)
+        decode_future.add_done_callback(lambda f: self._to_gpu(f, units, outer))
         return outer
 
+    def _to_gpu(self, decode_future: Future, units: list[WorkUnit], outer: Future) -> None:
+        """Stage 2, the GPU lane: the models only, on the decoded and prepared tracks; it hands the
+        track and what it made (stems, not yet written) on to the CPU workers."""
+        try:
+            handed = [res.get(HANDOFF) for res in decode_future.result()]
+        except BaseException:  # noqa: BLE001 - a lost decode stage: the GPU lane decodes itself
+            handed = [None] * len(units)
+        try:
+            gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names), hand_on=True,
+                                 decoded=d) for u, d in zip(units, handed)]
+            gpu_future = self._gpu.submit(gpu_units)
+        except BaseException as exc:  # noqa: BLE001 - reported per track by the coordinator
+            outer.set_exception(exc)
+            return
+        gpu_future.add_done_callback(lambda f: self._after_gpu(f, units, outer))
+
     def _after_gpu(self, gpu_future: Future, units: list[WorkUnit], outer: Future) -> None:
-        """Hand the CPU part of each track to the CPU lane, then combine both lanes' results."""
+        """Stage 3, a CPU worker: write the stems, run the CPU analyzers on the mix and the stems
+        (both in memory), then combine the GPU lane's and the CPU workers' results."""
         try:
             gpu_results = gpu_future.result()
             handed = [res.pop(HANDOFF, None) for res in gpu_results]
-            cpu_units = [replace(u, due=tuple(n for n in u.due if n not in self._gpu_names),
+            # files the GPU lane left to write (stems) are written by a CPU worker first: their
+            # analyzer is due there too, so a failed write (or a worker lost writing) fails it
+            cpu_units = [replace(u, due=(*(d.writes if d else ()),
+                                         *(n for n in u.due if n not in self._gpu_names)),
                                  ready=u.ready | {n for n, r in res.items() if r.status == "ok"},
-                                 decoded=decoded)
-                         for u, res, decoded in zip(units, gpu_results, handed)]
+                                 decoded=d)
+                         for u, res, d in zip(units, gpu_results, handed)]
             if not any(u.due for u in cpu_units):
                 outer.set_result(gpu_results)
                 return
