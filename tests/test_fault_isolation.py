@@ -141,8 +141,9 @@ def test_ray_executor_isolates_actor_deaths(dataset: Path, faults: Path) -> None
     pytest.importorskip("ray")
     culprits = {"song 03-sigkill": "", "song 06-segv": "", "song 08-exit": "", "song 10-hang": ""}
     _dataset(dataset, 12, culprits)
+    # "local": a Ray instance of its own, never a cluster another process on this machine started
     summary = run(dataset, RunOptions(analyzers=["fault", "probe"], executor="ray", workers=2,
-                                      track_timeout=6))
+                                      track_timeout=6, ray_address="local"))
     got = {(f.track, f.analyzer): f.error for f in summary.failures}
     assert {t for t, _ in got} == set(culprits)
     assert got[("song 10-hang", "fault")] == "timed out after 6 s"

@@ -357,6 +357,20 @@ class Supervisor:
                 self._slots[index].kill()
                 self._lost(index, busy, f"timed out after {limit:.0f} s", timed_out=True)
 
+    def _restart(self, index: int) -> None:
+        """Start a new worker in slot ``index``; a start that fails is tried again a few times
+        (e.g. a cluster that briefly refuses a new actor) before the supervisor gives up."""
+        for attempt in range(1, MAX_STARTUP_FAILURES + 1):
+            try:
+                self._slots[index].start()
+                return
+            except Exception as exc:  # noqa: BLE001 - the last one fails the supervisor
+                log.warning("%s %d could not be started (%s: %s), attempt %d", self.label, index,
+                            type(exc).__name__, exc, attempt)
+                if attempt == MAX_STARTUP_FAILURES:
+                    raise
+                time.sleep(0.5 * attempt)
+
     def _lost(self, index: int, busy: _Busy, reason: str, *, timed_out: bool) -> None:
         """The worker of slot ``index`` died (or was killed for overrunning): replace it, then
         isolate, retry or fail the units it had in flight."""
@@ -379,12 +393,12 @@ class Supervisor:
                                    f"{self._startup_failures} times in a row)")
             with self._lock:
                 if not self._abandon:
-                    self._slots[index].start()
+                    self._restart(index)
                 self._queue.appendleft(self._task(jobs))
             return
         with self._lock:
             if not self._abandon:
-                self._slots[index].start()  # a fresh worker: its analyzers are set up again
+                self._restart(index)  # a fresh worker: its analyzers are set up again
         if step == "setup" and analyzer and not timed_out:
             self._setup_deaths[analyzer] = self._setup_deaths.get(analyzer, 0) + 1
             if self._setup_deaths[analyzer] >= MAX_DEATHS:
