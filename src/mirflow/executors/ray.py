@@ -382,8 +382,8 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         task = ray.remote(num_cpus=0, max_retries=0)(read_check)
-        refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-                             runtime_env={"env_vars": actor_env()}).remote(path)
+        refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                             ).remote(path)  # the job's environment: a node's idle worker answers
                 for n in ray.nodes() if n.get("Alive") and (n["Resources"].get("CPU", 0) or
                                                             n["Resources"].get("GPU", 0))]
         try:
