@@ -423,9 +423,9 @@ def to_markdown(report: dict) -> str:
              f"- **Tracks**: {tracks} x {env['clip']} from `{env['corpus']}` ({audio:.0f} s of audio): "
              + ", ".join(env["track_names"]) + ".",
              f"- **Command**: `{env['command']}`", "",
-             "| variant | wall s | x realtime | separation s/track | classifiers s/track | "
+             "| variant | wall s | x realtime | CPU s | separation s/track | classifiers s/track | "
              "CPU features s/track | peak RSS MiB | accelerator busy |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for v, r in rows.items():
         st = r["stages"]
         if v in ("c", "s"):
@@ -435,7 +435,8 @@ def to_markdown(report: dict) -> str:
         else:
             sep, cls, feat = st.get("separation"), st.get("classifiers"), st.get("features")
         busy = r.get("accelerator_busy")
-        cells = [VARIANT_NAMES[v], f"{r['wall_s']:.1f}", f"{audio / r['wall_s']:.2f}"]
+        cells = [VARIANT_NAMES[v], f"{r['wall_s']:.1f}", f"{audio / r['wall_s']:.2f}",
+                 f"{r['cpu_s']:.0f}"]
         cells += ["" if x is None else f"{x / tracks:.2f}" for x in (sep, cls, feat)]
         cells += [f"{r['peak_rss_mib']:.0f}",
                   f"{busy * 100:.0f} %" if busy is not None else (r.get("accelerator_note") or "n/a")]
@@ -450,7 +451,9 @@ def to_markdown(report: dict) -> str:
             lines.append("- " + text.format(ratios[k]) + ".")
     lines += ["", "For (c) and (s) the stage columns are mirflow's worker compute seconds per track "
               "(stages overlap; features include per-stem loudness and spectral); for (a) and (b) "
-              "they are the wall seconds of each stage. Peak RSS is the largest single process."]
+              "they are the wall seconds of each stage. CPU s: user + system seconds of the variant's whole "
+              "process tree (steadier than wall time on a shared machine). Peak RSS is the largest "
+              "single process."]
     return "\n".join(lines) + "\n"
 
 
@@ -464,6 +467,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     ap.add_argument("--out", type=Path, help="folder for pipeline.json and pipeline.md")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument("--markdown", type=Path, metavar="JSON",
+                    help="only print the markdown of an earlier run's pipeline.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--dataset", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -472,6 +477,9 @@ def main() -> None:
         and _cuda() else ("cpu" if args.device == "auto" else args.device)
     if args.child:
         child_main(args)
+        return
+    if args.markdown:
+        print(to_markdown(json.loads(args.markdown.read_text())), end="")
         return
     check_dependencies(args.device)
     variants = [v for v in args.variants.split(",") if v]
