@@ -38,8 +38,10 @@ def _decodes(log: Path) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("lane", [True, False], ids=["gpu-lane-forced", "cpu-only"])
-def test_every_track_is_decoded_once_and_stems_never(lane: bool, dataset: Path, tmp_path: Path,
+@pytest.mark.parametrize("lane, staged", [(True, False), (True, True), (False, False)],
+                         ids=["gpu-lane-forced", "gpu-lane-forced-staged", "cpu-only"])
+def test_every_track_is_decoded_once_and_stems_never(lane: bool, staged: bool, dataset: Path,
+                                                     tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Separation, per-stem features and mix features in one run: each mix is decoded exactly once
     (across the GPU lane and the CPU workers), the stems reach the per-stem analyzers in memory
@@ -58,6 +60,7 @@ def test_every_track_is_decoded_once_and_stems_never(lane: bool, dataset: Path, 
     log = tmp_path / "decodes.log"
     monkeypatch.setenv(DECODE_LOG_ENV, str(log))
     monkeypatch.setattr(local, "accelerator_present", lambda device: lane)
+    monkeypatch.setattr(local, "STAGED", staged)
     params = {"separation": {"model": "tiny", "repo": str(repo)},
               "stems": {"analyzers": ["loudness", "spectral"]}}
     summary = run(dataset, RunOptions(analyzers=["separation", "stems", "loudness", "spectral"],

@@ -13,8 +13,13 @@ builds its analyzers once (``setup()``) and keeps them for the whole run.
 
 With an accelerator (``--device auto`` finding CUDA/ROCm, or ``--device cuda[:N]``/``mps``) and GPU
 analyzers in the run, a *GPU lane* is added: one process that owns the GPU analyzers (one model
-copy on the device, batching across the tracks of a chunk). A chunk then goes through three stages,
-each a supervisor whose results feed the next one's ``submit``:
+copy on the device, batching across the tracks of a chunk). By default (:data:`STAGED` False) the
+lane decodes each track once (decoder threads reading ahead), writes the stems it separates (writer
+threads) and, when CPU analyzers are due on the track, hands the decoded mix and the stems in memory
+to a CPU worker, which runs them without decoding anything again.
+
+With :data:`STAGED` a chunk goes through three stages instead, each a supervisor whose results feed
+the next one's ``submit``:
 
 1. a CPU worker decodes each track (the only decode of that track in the run) and runs the GPU
    analyzers' :meth:`~mirflow.analyzers.base.Analyzer.prepare` step (resampling to the model rate,
@@ -24,12 +29,13 @@ each a supervisor whose results feed the next one's ``submit``:
 3. a CPU worker writes the stems (atomically, :mod:`mirflow.core.stems_io`) and runs the CPU
    analyzers on the mix and on the stems, both in memory (no stem file is decoded).
 
-Stage-1 and stage-3 tasks share the CPU workers' queue; the GPU lane takes the next prepared chunk
-as soon as it is free, so it never decodes, resamples or encodes while work remains. Arrays travel
-pickled through the workers' pipes (a 5-minute stereo 44.1 kHz track: 53 MB of mix, 4 x 53 MB of
-stems). Without an accelerator, GPU analyzers run in the CPU workers like any other, and the same
-in-memory hand-over happens inside one worker. The GPU lane is supervised like the CPU workers; its
-replacement loads the models again.
+Stage-1 and stage-3 tasks share the CPU workers' queue (first come, first served). Arrays travel
+pickled through the coordinator and the workers' pipes (a 55 s stereo 44.1 kHz track: 19 MB of
+mix, 19 MB of model input, 78 MB of stems), which on an H200 cost more than the lane saved.
+
+Without an accelerator, GPU analyzers run in the CPU workers like any other, and the stems reach
+the per-stem analyzers in memory inside one worker. The GPU lane is supervised like the CPU
+workers; its replacement loads the models again.
 """
 
 from __future__ import annotations
@@ -44,6 +50,14 @@ from .process import THREAD_ENV_VARS, ProcessBackend
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+
+#: Whether a chunk with GPU analyzers goes through the three stages of the module docstring (True)
+#: or the GPU lane decodes its tracks and writes its stems itself, in its own threads, and hands the
+#: decoded mix and the stems in memory to a CPU worker only when CPU analyzers are due (False, the
+#: default). Measured on an H200 (benchmarks/RESULTS.md, section 10), the staged hand-over,
+#: which pickles every array through the coordinator (about 140 MB per 55 s track), cost more than
+#: it saved; it waits for arrays that travel through shared memory.
+STAGED = False
 
 __all__ = ["LocalExecutor", "THREAD_ENV_VARS", "accelerator_present"]
 
@@ -86,6 +100,11 @@ class LocalExecutor:
         if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):
             return self._pool.submit(units)
         outer: Future = Future()
+        if not STAGED:  # the lane decodes and writes; the CPU workers get the track in memory
+            gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names),
+                                 hand_on=any(n not in self._gpu_names for n in u.due)) for u in units]
+            self._gpu.submit(gpu_units).add_done_callback(lambda f: self._after_gpu(f, units, outer))
+            return outer
         # stage 1, a CPU worker: decode each track once and prepare the GPU analyzers' input
         decode_units = [replace(u, due=(), hand_on=True,
                                 prepare=tuple(n for n in u.due if n in self._gpu_names)) for u in units]
@@ -102,7 +121,7 @@ class LocalExecutor:
             handed = [None] * len(units)
         try:
             gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names), hand_on=True,
-                                 decoded=d) for u, d in zip(units, handed)]
+                                 defer_writes=True, decoded=d) for u, d in zip(units, handed)]
             gpu_future = self._gpu.submit(gpu_units)
         except BaseException as exc:  # noqa: BLE001 - reported per track by the coordinator
             outer.set_exception(exc)

@@ -53,6 +53,8 @@ class WorkUnit:
     decoded: "Decoded | None" = None
     #: Return the decoded track (and stems made in memory) under :data:`HANDOFF` for a later stage.
     hand_on: bool = False
+    #: Leave files (stems) to the later stage's worker to write (see :class:`Decoded`).
+    defer_writes: bool = False
     #: Analyzers of a later stage whose :meth:`~mirflow.analyzers.base.Analyzer.prepare` runs here
     #: (after decoding; their memoised views travel with the handed-on track).
     prepare: tuple[str, ...] = ()
@@ -166,7 +168,7 @@ class Worker:
             for u in units]
         results: list[dict[str, AnalyzerResult]] = [{} for _ in units]
         for unit, ctx, res in zip(units, ctxs, results):
-            ctx.defer_writes = unit.hand_on
+            ctx.defer_writes = unit.defer_writes
             if unit.decoded is not None:
                 self._write_handed(unit, ctx, res)
         for name in self.order:

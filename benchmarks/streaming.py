@@ -1,0 +1,141 @@
+"""The local executor's stages, before/after, side by side: `mirflow run` of separation (optionally
+with per-stem and mix features) on the same clips, alternating two source trees.
+
+Each variant runs as a whole `python -m mirflow run` process with ``PYTHONPATH`` set to its source
+tree (e.g. an older commit exported with ``git archive``), so the two are measured in one session on
+the same clips, interleaved (``--repeat``). Reported per run: wall seconds, x realtime of the whole
+run (audio seconds / wall seconds, start-up included), CPU seconds of the run's processes, and on an
+NVIDIA GPU the fraction of 0.1 s samples in which NVML saw the GPU busy (utilization > 0) and the
+mean utilization.
+
+Example (the GPU check of issue 14)::
+
+    git archive --prefix=before/ <commit> src | tar -x -C /tmp
+    python benchmarks/streaming.py --src before=/tmp/before/src --src after=src \\
+        --corpus corpus/orchestral --clips 24 --seconds 55 --device cuda --workers 2,8
+
+Full-size HTDemucs with random weights (``benchmarks/separation.py``: speed does not depend on the
+weight values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from separation import MODEL_NAME, clean, full_size_repo, make_clips  # noqa: E402
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class GpuSampler:
+    """Samples NVML utilization every 0.1 s in a thread (nothing without NVML)."""
+
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            self._nvml = pynvml
+        except Exception:  # noqa: BLE001 - no NVIDIA GPU or no NVML
+            self._nvml = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(int(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
+            time.sleep(0.1)
+
+    def __enter__(self) -> "GpuSampler":
+        if self._nvml is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._nvml is not None:
+            self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        if not self.samples:
+            return {}
+        return {"gpu_busy_fraction": round(sum(1 for s in self.samples if s > 0) / len(self.samples), 3),
+                "gpu_util_mean": round(sum(self.samples) / len(self.samples), 1)}
+
+
+def run_variant(src: str, dataset: Path, repo: Path, analyzers: str, workers: int, device: str,
+                precision: str) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "mirflow", "run", str(dataset), "-a", analyzers,
+           "--sep-repo", str(repo), "--sep-model", MODEL_NAME, "--sep-precision", precision,
+           "--workers", str(workers), "--device", device, "--json"]
+    c0 = children_cpu()
+    with GpuSampler() as gpu:
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+    summary = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
+    if proc.returncode != 0 or not summary.get("analyzers", {}).get("separation", {}).get("done"):
+        raise SystemExit(f"mirflow run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return {"wall_s": round(wall, 2), "cpu_s": round(children_cpu() - c0, 1), **gpu.summary()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--src", action="append", required=True, help="LABEL=DIR of a source tree (repeat)")
+    ap.add_argument("--corpus", type=Path, default=Path("corpus/orchestral"))
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--seconds", type=float, default=55.0)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--workers", default="2", help="comma-separated worker counts")
+    ap.add_argument("--analyzers", action="append", default=None,
+                    help="analyzer sets to run (repeat; default: separation)")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    variants = [s.split("=", 1) for s in args.src]
+    sets = args.analyzers or ["separation"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        repo = full_size_repo(work / "repo")
+        clips = make_clips(args.corpus, work / "dataset", args.clips, args.seconds)
+        audio_s = args.clips * args.seconds
+        for analyzers in sets:
+            for workers in [int(w) for w in args.workers.split(",")]:
+                for rep in range(args.repeat):
+                    for label, src in variants:
+                        clean(clips)
+                        row = {"variant": label, "analyzers": analyzers, "workers": workers, "repeat": rep,
+                               **run_variant(str(Path(src).resolve()), work / "dataset", repo, analyzers,
+                                             workers, args.device, args.precision)}
+                        row["x_realtime"] = round(audio_s / row["wall_s"], 1)
+                        print(json.dumps(row), flush=True)
+                        rows.append(row)
+    out = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
+           "cpus": os.cpu_count(), "clips": args.clips, "seconds": args.seconds, "device": args.device,
+           "precision": args.precision, "rows": rows}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
