@@ -153,13 +153,19 @@ def test_fault_injection_culprits_isolated_on_the_cluster(
 
     culprits = {"song 02-sigkill", "song 05-segv"}
     names = _tracks(dataset, 8, culprits=tuple(culprits))
-    summary = run(dataset, RunOptions(analyzers=["fault", "probe"], executor="ray", device="cpu"))
+    summary = run(dataset, RunOptions(analyzers=["fault_gpu", "fault", "probe"], executor="ray",
+                                      device="auto"))
     got = {(f.track, f.analyzer): f.error for f in summary.failures}
     assert {t for t, _ in got} == culprits
-    for track in culprits:
-        assert got[(track, "fault")].startswith("worker (Ray actor) died while analysing this track")
-    assert summary.counts["fault"]["done"] == 6 and summary.counts["probe"]["done"] == 8
-    assert len(names) == 8
+    for track in culprits:  # the GPU actor died first, then a CPU actor: each culprit fails twice
+        for analyzer in ("fault_gpu", "fault"):
+            assert got[(track, analyzer)].startswith("worker (Ray actor) died while analysing this track")
+    assert summary.counts["fault"]["done"] == summary.counts["fault_gpu"]["done"] == 6
+    assert summary.counts["probe"]["done"] == 8
+    for name in set(names) - culprits:
+        assert sidecar(dataset / name)["fault_gpu_frames"] == sidecar(dataset / name)["fault_frames"] == 13230
+    setups = [line.split()[1] for line in probe_calls(probe_log, "setup-fault_gpu")]
+    assert len(setups) == len(set(setups)) >= 2  # each replacement GPU actor loads its model again
 
 
 def test_a_node_that_cannot_read_the_dataset_is_named(cluster: Cluster, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ def test_ray_executor_runs_every_track_once(small_dataset: Path, probe_log: Path
     summary = run(small_dataset, RunOptions(analyzers=["probe"], executor="ray", workers=2))
     assert summary.counts["probe"]["done"] == 4
     assert len(probe_calls(probe_log)) == 4
-    assert len(probe_calls(probe_log, "setup")) <= 2
+    assert 1 <= len(probe_calls(probe_log, "setup")) <= 2  # once per actor, not per track
     assert sidecar(small_dataset / "track 0")["_mirflow"]["probe"]["status"] == "ok"
 
 
