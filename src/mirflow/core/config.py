@@ -47,7 +47,9 @@ class RunOptions:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     executor: str = "local"
     workers: int = 0  # 0 = number of cores
-    device: str = "cpu"  # resolved by build_options: "cpu", "cuda:0", "mps" (as given for status)
+    #: resolved by build_options: "cpu", "cuda:0", "mps"; as given for status and for the ray
+    #: executor (each Ray actor resolves it: the driver's machine may have no GPU)
+    device: str = "cpu"
     force: frozenset[str] = frozenset()
     retry_failed: bool = False
     chunk: int = 0  # tracks per work unit; 0 = automatic
