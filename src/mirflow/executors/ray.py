@@ -333,7 +333,8 @@ class RayExecutor:
             verbose = logging.getLogger("mirflow").isEnabledFor(logging.INFO)
             try:
                 ray.init(address=address, runtime_env={"env_vars": actor_env()},
-                         log_to_driver=verbose, include_dashboard=False, ignore_reinit_error=True)
+                         log_to_driver=verbose, include_dashboard=False, ignore_reinit_error=True,
+                         logging_level=logging.INFO if verbose else logging.WARNING)
             except ConnectionError as exc:
                 raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
         self._run_id = uuid.uuid4().hex[:8]
@@ -398,6 +399,10 @@ class RayExecutor:
 
     # -- executor interface --------------------------------------------------------------------
     def submit(self, units: list[WorkUnit]) -> "Future[list[dict[str, AnalyzerResult]]]":
+        # actors run in Ray's session folder, not in the driver's: paths must be absolute
+        units = [u if u.track.dir.is_absolute() else
+                 replace(u, track=replace(u.track, dir=u.track.dir.absolute(),
+                                          mix=u.track.mix.absolute())) for u in units]
         if not self._checked and units:
             self._checked = True
             self.check_access(str(units[0].track.mix))
