@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import probe_calls, sidecar
+from test_fault_isolation import CULPRITS, _dataset, faults  # noqa: F401 - a fixture
 from mirflow.core.config import RunOptions
 from mirflow.run.coordinator import run
 
@@ -84,3 +85,27 @@ def test_every_track_is_decoded_once_and_stems_never(lane: bool, staged: bool, d
         from_files = sidecar(dataset / f"track {i}")
         keys = [k for k in from_files if k.split("_")[0] in SOURCES]
         assert keys and {k: from_files[k] for k in keys} == {k: in_memory[i][k] for k in keys}
+
+
+def test_staged_lane_isolates_culprits_in_every_stage(dataset: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      faults: Path) -> None:
+    """With the staged hand-over (decode on CPU workers, models in the lane, writes on CPU workers),
+    lane deaths and hangs still fail only their culprits, and every track is decoded once."""
+    import mirflow.executors.local as local
+    from mirflow.core.audio import DECODE_LOG_ENV
+
+    monkeypatch.setattr(local, "accelerator_present", lambda device: True)
+    monkeypatch.setattr(local, "STAGED", True)
+    log = tmp_path / "decodes.log"
+    monkeypatch.setenv(DECODE_LOG_ENV, str(log))
+    culprits = {k: v.replace("4 s", "3 s") for k, v in CULPRITS.items()}
+    names = _dataset(dataset, culprits=culprits)
+    summary = run(dataset, RunOptions(analyzers=["fault_gpu", "probe"], workers=2, track_timeout=3))
+    assert {f.track: f.error for f in summary.failures} == culprits
+    assert summary.counts["fault_gpu"]["done"] == 20 and summary.counts["probe"]["done"] == 24
+    for name in names:
+        assert sidecar(dataset / name)["_mirflow"]["probe"]["status"] == "ok"
+    # a culprit's track is decoded again only when it is retried alone after killing the lane
+    innocent = {k: v for k, v in _decodes(log).items() if k.split("/")[0] not in culprits}
+    assert innocent and set(innocent.values()) == {1} and len(innocent) == 20
