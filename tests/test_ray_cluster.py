@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PLUGINS, probe_calls, sidecar, sine, write_track
+from conftest import PLUGINS, probe_calls, run_json, sidecar, sine, write_track
 from mirflow.core.config import RunOptions
 from mirflow.core.errors import ConfigError
 from mirflow.run.coordinator import run
@@ -193,3 +193,15 @@ def test_node_removed_mid_run_loses_and_duplicates_no_track(
     killer.join()
     _exactly_once(dataset, names, probe_log, summary, lost=1)
     assert sum(s["tracks"] for s in summary.timing["nodes"].values()) == 12
+
+
+def test_cli_runs_on_the_cluster_named_by_ray_address(cluster: Cluster, dataset: Path) -> None:
+    _tracks(dataset, 4)
+    deadline = time.time() + 60  # the actors of earlier tests release their CPUs asynchronously
+    while ray.available_resources().get("CPU", 0) < 3 and time.time() < deadline:
+        time.sleep(0.5)
+    code, out = run_json(str(dataset), "-a", "loudness", "--executor", "ray",
+                         "--ray-address", cluster.address, timeout=300)
+    assert code == 0 and out["analyzers"]["loudness"]["done"] == 4
+    assert sum(s["tracks"] for s in out["timing"]["nodes"].values()) == 4
+    assert out["timing"]["stages"]["ray cpu actors"]["slots"] == 3  # the cluster's CPUs, not this machine's
