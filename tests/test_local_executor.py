@@ -109,3 +109,35 @@ def test_staged_lane_isolates_culprits_in_every_stage(dataset: Path, tmp_path: P
     # a culprit's track is decoded again only when it is retried alone after killing the lane
     innocent = {k: v for k, v in _decodes(log).items() if k.split("/")[0] not in culprits}
     assert innocent and set(innocent.values()) == {1} and len(innocent) == 20
+
+
+def test_a_handed_write_is_not_followed_by_running_its_analyzer_again(
+        tmp_path: Path, probe_log: Path) -> None:
+    """Stage 3 of the staged lane: the CPU worker knows every analyzer (it prepares GPU inputs), but
+    an analyzer whose outputs it was handed to write is not run again there."""
+    import numpy as np
+
+    from conftest import write_track
+    from mirflow.core.audio import Audio
+    from mirflow.core.dataset import Track
+    from mirflow.run.worker import AnalyzerSpec, Decoded, WorkUnit, Worker
+
+    class Writer:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def write(self) -> dict:
+            self.calls += 1
+            return {}
+
+        def keep_in(self, ctx, paths) -> None:  # noqa: ANN001
+            pass
+
+    mix = write_track(tmp_path, "a", np.zeros((2, 4410), np.float32), 44100)
+    writer = Writer()
+    decoded = Decoded(Audio(np.zeros((2, 4410), np.float32), 44100), writes={"probe_gpu": writer})
+    unit = WorkUnit(Track(mix.parent, mix), due=("probe_gpu", "probe"), decoded=decoded)
+    worker = Worker([AnalyzerSpec("probe_gpu"), AnalyzerSpec("probe")], device="cpu")
+    (res,) = worker.process([unit])
+    assert writer.calls == 1 and "probe_gpu" not in res and res["probe"].status == "ok"
+    assert not probe_calls(probe_log, "analyze-gpu") and len(probe_calls(probe_log)) == 1

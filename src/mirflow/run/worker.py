@@ -172,7 +172,9 @@ class Worker:
             if unit.decoded is not None:
                 self._write_handed(unit, ctx, res)
         for name in self.order:
-            todo = [i for i, u in enumerate(units) if name in u.due]
+            # an analyzer whose outputs an earlier stage left to write is done here by the write
+            todo = [i for i, u in enumerate(units)
+                    if name in u.due and not (u.decoded is not None and name in u.decoded.writes)]
             if not todo:
                 continue
             runnable = []
