@@ -31,7 +31,7 @@ the next one's ``submit``:
 
 Stage-1 and stage-3 tasks share the CPU workers' queue (first come, first served). Arrays travel
 pickled through the coordinator and the workers' pipes (a 55 s stereo 44.1 kHz track: 19 MB of
-mix, 19 MB of model input, 78 MB of stems), which on an H200 cost more than the lane saved.
+mix, 19 MB of model input, 78 MB of stems), not yet measured against the default on a GPU.
 
 Without an accelerator, GPU analyzers run in the CPU workers like any other, and the stems reach
 the per-stem analyzers in memory inside one worker. The GPU lane is supervised like the CPU
@@ -54,9 +54,9 @@ log = logging.getLogger(__name__)
 #: Whether a chunk with GPU analyzers goes through the three stages of the module docstring (True)
 #: or the GPU lane decodes its tracks and writes its stems itself, in its own threads, and hands the
 #: decoded mix and the stems in memory to a CPU worker only when CPU analyzers are due (False, the
-#: default). Measured on an H200 (benchmarks/RESULTS.md, section 10), the staged hand-over,
-#: which pickles every array through the coordinator (about 140 MB per 55 s track), cost more than
-#: it saved; it waits for arrays that travel through shared memory.
+#: default). The staged hand-over pickles every array through the coordinator (about 135 MB per
+#: 55 s track); it stays off until measured on a GPU against the lane (benchmarks/RESULTS.md,
+#: section 10: the one GPU run of it was invalid).
 STAGED = False
 
 __all__ = ["LocalExecutor", "THREAD_ENV_VARS", "accelerator_present"]
