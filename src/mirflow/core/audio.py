@@ -257,6 +257,7 @@ class TrackContext:
     _decode_error: DecodeError | None = field(default=None, repr=False)
     _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
     _stems: dict[str, "TrackContext"] = field(default_factory=dict, repr=False)
+    _raw_stem: tuple[np.ndarray, int, int] | None = field(default=None, repr=False)  # see keep_stem
     #: Set by a pipelined executor: analyzers that write files (stems) leave them in
     #: ``files_to_write`` (``{analyzer: writer}``) for a later stage instead of writing them here.
     defer_writes: bool = False
@@ -277,6 +278,11 @@ class TrackContext:
     @property
     def audio(self) -> Audio:
         """The decoded file (decoded on first access; raises :class:`DecodeError`)."""
+        if self._audio is None and self._raw_stem is not None:  # a stem kept in memory: no decode
+            from .stems_io import as_written
+
+            samples, sr, bits = self._raw_stem
+            self._audio, self._raw_stem = Audio(as_written(samples, bits), sr), None
         if self._audio is None:
             if self._decode_error is not None:  # a failed decode is not retried per analyzer
                 raise self._decode_error
@@ -352,16 +358,25 @@ class TrackContext:
             ctx = self._stems[name] = TrackContext(path, name=name, loader=self.loader)
         return ctx
 
-    def keep_stem(self, name: str, path: Path, samples: np.ndarray, sr: int) -> None:
-        """Keep stem ``name`` (``(channels, n)`` float32 at ``sr`` Hz, exactly as written to ``path``)
-        in memory, so per-stem analyzers of this track use it instead of decoding the file."""
+    def keep_stem(self, name: str, path: Path, samples: np.ndarray, sr: int, *,
+                  bits: int | None = None) -> None:
+        """Keep stem ``name`` (``(channels, n)`` float32 at ``sr`` Hz) written to ``path`` in memory,
+        so per-stem analyzers of this track use it instead of decoding the file. Without ``bits``
+        the samples are exactly the file's; with ``bits`` they are the float samples written as
+        ``bits``-bit PCM, rounded to that grid (:func:`~mirflow.core.stems_io.as_written`) only
+        when an analyzer reads them."""
         ctx = TrackContext(Path(path), name=name, loader=self.loader)
-        ctx._audio = Audio(np.ascontiguousarray(samples, dtype=np.float32), int(sr))
+        samples = np.ascontiguousarray(samples, dtype=np.float32)
+        if bits:
+            ctx._raw_stem = (samples, int(sr), int(bits))
+        else:
+            ctx._audio = Audio(samples, int(sr))
         self._stems[name] = ctx
 
     def kept_stems(self) -> dict[str, tuple[Path, Audio]]:
         """The stems held in memory (``{name: (path, audio)}``), to hand them to another process."""
-        return {n: (c.path, c._audio) for n, c in self._stems.items() if c._audio is not None}
+        return {n: (c.path, c.audio) for n, c in self._stems.items()
+                if c._audio is not None or c._raw_stem is not None}
 
 
 def stft_magnitude(y: np.ndarray, *, n_fft: int = 2048, hop_length: int = 512,

@@ -101,8 +101,8 @@ class StemsToWrite:
 
     def keep_in(self, ctx: Any, paths: dict[str, Path]) -> None:
         """Hold the written stems (as the files read back) in ``ctx`` for per-stem analyzers."""
-        for name, data in self.stems.items():
-            ctx.keep_stem(name, paths[name], as_written(data, self.bits), self.sr)
+        for name, data in self.stems.items():  # rounded to the PCM grid when first read
+            ctx.keep_stem(name, paths[name], data, self.sr, bits=self.bits)
 
 
 def as_written(data: np.ndarray, bits: int = 16) -> np.ndarray:
