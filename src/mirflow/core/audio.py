@@ -261,6 +261,9 @@ class TrackContext:
     #: Set by a pipelined executor: analyzers that write files (stems) leave them in
     #: ``files_to_write`` (``{analyzer: writer}``) for a later stage instead of writing them here.
     defer_writes: bool = False
+    #: Whether :meth:`keep_stem` keeps stems in memory (a worker turns it off when no analyzer of
+    #: the track reads stems, so a chunk does not hold them all until it ends).
+    keep_stems: bool = True
     files_to_write: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -365,6 +368,8 @@ class TrackContext:
         the samples are exactly the file's; with ``bits`` they are the float samples written as
         ``bits``-bit PCM, rounded to that grid (:func:`~mirflow.core.stems_io.as_written`) only
         when an analyzer reads them."""
+        if not self.keep_stems:
+            return
         ctx = TrackContext(Path(path), name=name, loader=self.loader)
         samples = np.ascontiguousarray(samples, dtype=np.float32)
         if bits:

@@ -169,6 +169,9 @@ class Worker:
         results: list[dict[str, AnalyzerResult]] = [{} for _ in units]
         for unit, ctx, res in zip(units, ctxs, results):
             ctx.defer_writes = unit.defer_writes
+            # stems stay in memory for analyzers that follow their producer (per-stem features)
+            # or for a later stage; otherwise they are freed once written
+            ctx.keep_stems = unit.hand_on or any(registry.get(n).after for n in unit.due)
             if unit.decoded is not None:
                 self._write_handed(unit, ctx, res)
         for name in self.order:
