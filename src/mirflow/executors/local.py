@@ -46,6 +46,7 @@ from dataclasses import replace
 
 from ..run.worker import HANDOFF, AnalyzerSpec, WorkUnit
 from ..core.sidecar import AnalyzerResult
+from .lanes import ok_names, then_cpu
 from .process import THREAD_ENV_VARS, ProcessBackend
 from .supervisor import Supervisor
 
@@ -131,31 +132,17 @@ class LocalExecutor:
     def _after_gpu(self, gpu_future: Future, units: list[WorkUnit], outer: Future) -> None:
         """Stage 3, a CPU worker: write the stems, run the CPU analyzers on the mix and the stems
         (both in memory), then combine the GPU lane's and the CPU workers' results."""
-        try:
-            gpu_results = gpu_future.result()
+
+        def cpu_units(gpu_results: list[dict[str, AnalyzerResult]]) -> list[WorkUnit]:
             handed = [res.pop(HANDOFF, None) for res in gpu_results]
             # files the GPU lane left to write (stems) are written by a CPU worker first: their
             # analyzer is due there too, so a failed write (or a worker lost writing) fails it
-            cpu_units = [replace(u, due=(*(d.writes if d else ()),
-                                         *(n for n in u.due if n not in self._gpu_names)),
-                                 ready=u.ready | {n for n, r in res.items() if r.status == "ok"},
-                                 decoded=d)
-                         for u, res, d in zip(units, gpu_results, handed)]
-            if not any(u.due for u in cpu_units):
-                outer.set_result(gpu_results)
-                return
-            cpu_future = self._pool.submit(cpu_units)
-        except BaseException as exc:  # noqa: BLE001 - reported per track by the coordinator
-            outer.set_exception(exc)
-            return
+            return [replace(u, due=(*(d.writes if d else ()),
+                                    *(n for n in u.due if n not in self._gpu_names)),
+                            ready=u.ready | ok_names(res), decoded=d)
+                    for u, res, d in zip(units, gpu_results, handed)]
 
-        def combine(f: Future) -> None:
-            try:
-                outer.set_result([{**g, **c} for g, c in zip(gpu_results, f.result())])
-            except BaseException as exc:  # noqa: BLE001
-                outer.set_exception(exc)
-
-        cpu_future.add_done_callback(combine)
+        then_cpu(gpu_future, cpu_units, self._pool.submit, outer)
 
     @property
     def deaths(self) -> int:

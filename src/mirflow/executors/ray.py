@@ -53,6 +53,7 @@ from typing import Any
 from ..core.errors import ConfigError
 from ..core.sidecar import AnalyzerResult
 from ..run.worker import AnalyzerSpec, WorkUnit, Worker
+from .lanes import ok_names, then_cpu
 from .process import THREAD_ENV_VARS
 from .supervisor import Event, Supervisor
 
@@ -415,26 +416,13 @@ class RayExecutor:
 
     def _after_gpu(self, gpu_future: Future, units: list[WorkUnit], outer: Future) -> None:
         """Hand the CPU part of each track to the CPU pool, then combine both pools' results."""
-        try:
-            gpu_results = gpu_future.result()
-            cpu_units = [replace(u, due=tuple(n for n in u.due if n not in self._gpu_names),
-                                 ready=u.ready | {n for n, r in res.items() if r.status == "ok"})
-                         for u, res in zip(units, gpu_results)]
-            if not any(u.due for u in cpu_units):
-                outer.set_result(gpu_results)
-                return
-            cpu_future = self._pool.submit(cpu_units)
-        except BaseException as exc:  # noqa: BLE001 - reported per track by the coordinator
-            outer.set_exception(exc)
-            return
 
-        def combine(f: Future) -> None:
-            try:
-                outer.set_result([{**g, **c} for g, c in zip(gpu_results, f.result())])
-            except BaseException as exc:  # noqa: BLE001
-                outer.set_exception(exc)
+        def cpu_units(gpu_results: list[dict[str, AnalyzerResult]]) -> list[WorkUnit]:
+            return [replace(u, due=tuple(n for n in u.due if n not in self._gpu_names),
+                            ready=u.ready | ok_names(res))
+                    for u, res in zip(units, gpu_results)]
 
-        cpu_future.add_done_callback(combine)
+        then_cpu(gpu_future, cpu_units, self._pool.submit, outer)
 
     @property
     def deaths(self) -> int:
