@@ -321,6 +321,11 @@ class LoudnessAnalyzer(Analyzer):
     device = "cpu"
     outputs = ("lufs", "lra", "true_peak_dbtp", "peak_dbfs", "rms_dbfs")
 
+    def setup(self, device: str = "cpu") -> None:
+        """Import the filter code now, once per worker: ``scipy.signal`` takes about a second to
+        import, which belongs to start-up, not to the first track's compute time."""
+        import scipy.signal  # noqa: F401
+
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
         """Loudness features of the decoded mix at its native rate, all channels."""
         return measure(ctx.audio.samples, ctx.sr)
