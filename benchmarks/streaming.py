@@ -10,8 +10,8 @@ mean utilization.
 
 Example (the GPU check of issue 14)::
 
-    git archive --prefix=before/ <commit> src | tar -x -C /tmp
-    python benchmarks/streaming.py --src before=/tmp/before/src --src after=src \\
+    mkdir -p BEFORE && git archive <commit> src | tar -x -C BEFORE
+    python benchmarks/streaming.py --src before=BEFORE/src --src after=src \\
         --corpus corpus/orchestral --clips 24 --seconds 55 --device cuda --workers 2,8
 
 Full-size HTDemucs with random weights (``benchmarks/separation.py``: speed does not depend on the
