@@ -29,28 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
+from clips import build_dataset  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 ANALYZERS = "loudness,spectral,tonal,rhythm"
-
-
-def build_dataset(corpus: Path, dest: Path, tracks: int, seconds: float) -> list[Path]:
-    files = sorted(p for p in corpus.glob("*/full_mix.*"))
-    if not files:
-        raise SystemExit(f"no tracks in {corpus} (build it with `make corpus`)")
-    picked = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(tracks, len(files)))]
-    out = []
-    for f in picked:
-        with sf.SoundFile(str(f)) as src:
-            y = src.read(frames=int(seconds * src.samplerate), dtype="float32", always_2d=True)
-            sr = src.samplerate
-        folder = dest / f.parent.name
-        folder.mkdir(parents=True)
-        sf.write(folder / "full_mix.flac", y, sr)
-        out.append(folder / "full_mix.flac")
-    return out
 
 
 def baseline_tree(rev: str, dest: Path) -> Path:

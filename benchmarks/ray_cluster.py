@@ -28,25 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
+from clips import build_dataset  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def build_dataset(corpus: Path, dest: Path, tracks: int, seconds: float) -> int:
-    files = sorted(p for p in corpus.glob("*/full_mix.*"))
-    if not files:
-        raise SystemExit(f"no tracks in {corpus} (build it with `make corpus`)")
-    picked = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(tracks, len(files)))]
-    for f in picked:
-        with sf.SoundFile(str(f)) as src:
-            y = src.read(frames=int(seconds * src.samplerate), dtype="float32", always_2d=True)
-            sr = src.samplerate
-        folder = dest / f.parent.name
-        folder.mkdir(parents=True)
-        sf.write(folder / "full_mix.flac", y, sr)
-    return len(picked)
 
 
 def main() -> None:
@@ -70,7 +54,7 @@ def main() -> None:
     node = {"object_store_memory": 100 * 1024 ** 2}
     with tempfile.TemporaryDirectory(prefix="mirflow-ray-bench-") as tmp:
         dataset = Path(tmp) / "dataset"
-        n = build_dataset(args.corpus, dataset, args.tracks, args.seconds)
+        n = len(build_dataset(args.corpus, dataset, args.tracks, args.seconds))
         start = time.perf_counter()
         cluster = Cluster(initialize_head=True, head_node_args={**node, "num_cpus": 0,
                                                                 "include_dashboard": False})

@@ -22,19 +22,12 @@ import time
 from typing import Any, ClassVar
 
 from mirflow.analyzers import register
+from probe_log import log_event as _log
 from mirflow.analyzers.base import Analyzer, AnalyzerParams
 
 MODES = ("sigkill", "segv", "exit", "hang")
 
 
-def _log(line: str) -> None:
-    path = os.environ.get("MIRFLOW_PROBE_LOG")
-    if path:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
 
 
 def misbehave(mode: str) -> None:
