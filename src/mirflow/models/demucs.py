@@ -381,19 +381,14 @@ def check_file(path: Path) -> FileCheck:
             return FileCheck(path, "changed", f"not the published file for signature {sig} "
                                               f"(published: {published.name})")
         return FileCheck(path, "ok", f"SHA-256 starts with {prefix}")
-    blob = path.resolve()
-    if is_hex(blob.name, 64):
-        digest = sha256_file(blob)
-        ok = digest == blob.name
-        return FileCheck(path, "ok" if ok else "changed",
-                         "SHA-256 matches the Hugging Face blob name" if ok
-                         else f"SHA-256 {digest[:12]}..., blob name {blob.name[:12]}...")
-    if is_hex(blob.name, 40):
-        digest = git_blob_sha1(blob)
-        ok = digest == blob.name
-        return FileCheck(path, "ok" if ok else "changed",
-                         "Git blob id matches the Hugging Face blob name" if ok
-                         else f"Git blob id {digest[:12]}..., blob name {blob.name[:12]}...")
+    blob = path.resolve()  # the Hugging Face cache names LFS blobs by SHA-256, Git blobs by SHA-1
+    for hex_len, digest_of, what in ((64, sha256_file, "SHA-256"), (40, git_blob_sha1, "Git blob id")):
+        if is_hex(blob.name, hex_len):
+            digest = digest_of(blob)
+            ok = digest == blob.name
+            return FileCheck(path, "ok" if ok else "changed",
+                             f"{what} matches the Hugging Face blob name" if ok
+                             else f"{what} {digest[:12]}..., blob name {blob.name[:12]}...")
     return FileCheck(path, "unrecorded", "no checksum known for this file")
 
 
