@@ -106,6 +106,23 @@ def test_gpu_analyzers_run_in_one_actor_per_gpu_beside_the_cpu_pool(
     assert set(summary.timing["stages"]) == {"ray cpu actors", "ray gpu actors"}
 
 
+def test_a_track_is_decoded_once_across_the_gpu_and_cpu_actors(
+        cluster: Cluster, dataset: Path, probe_log: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU actor hands the decoded mix on to the CPU actor with the track's CPU work: each mix
+    is decoded once in the whole cluster (the decode log is forwarded to every actor)."""
+    from mirflow.core.audio import DECODE_LOG_ENV
+
+    names = _tracks(dataset, 4)
+    log = tmp_path / "decodes.log"
+    monkeypatch.setenv(DECODE_LOG_ENV, str(log))
+    summary = run(dataset, RunOptions(analyzers=["probe_gpu", "probe", "loudness"], executor="ray",
+                                      device="auto"))
+    assert not summary.failures and summary.counts["loudness"]["done"] == 4
+    decoded = Counter(Path(line.split(" ", 2)[2]).parent.name for line in log.read_text().splitlines())
+    assert decoded == Counter(names), decoded
+
+
 def _kill_when(log: Path, calls: int, action) -> threading.Thread:
     """Run ``action`` in a thread once the probe has been called ``calls`` times."""
     def watch() -> None:

@@ -52,7 +52,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.sidecar import AnalyzerResult
-from ..run.worker import AnalyzerSpec, WorkUnit, Worker
+from ..run.worker import HANDOFF, AnalyzerSpec, WorkUnit, Worker
 from .lanes import ok_names, then_cpu
 from .process import THREAD_ENV_VARS
 from .supervisor import Event, Supervisor
@@ -410,17 +410,22 @@ class RayExecutor:
         if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):
             return self._pool.submit(units)
         outer: Future = Future()
-        gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names)) for u in units]
+        # a GPU actor that decodes a track with CPU work still due hands it on (the decoded mix and
+        # the stems it made, in memory), so the CPU actor decodes nothing again
+        gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names),
+                             hand_on=any(n not in self._gpu_names for n in u.due)) for u in units]
         self._gpu.submit(gpu_units).add_done_callback(lambda f: self._after_gpu(f, units, outer))
         return outer
 
     def _after_gpu(self, gpu_future: Future, units: list[WorkUnit], outer: Future) -> None:
-        """Hand the CPU part of each track to the CPU pool, then combine both pools' results."""
+        """Hand the CPU part of each track, with the track decoded by the GPU actor, to the CPU
+        pool, then combine both pools' results."""
 
         def cpu_units(gpu_results: list[dict[str, AnalyzerResult]]) -> list[WorkUnit]:
+            handed = [res.pop(HANDOFF, None) for res in gpu_results]
             return [replace(u, due=tuple(n for n in u.due if n not in self._gpu_names),
-                            ready=u.ready | ok_names(res))
-                    for u, res in zip(units, gpu_results)]
+                            ready=u.ready | ok_names(res), decoded=d)
+                    for u, res, d in zip(units, gpu_results, handed)]
 
         then_cpu(gpu_future, cpu_units, self._pool.submit, outer)
 
