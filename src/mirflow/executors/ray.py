@@ -10,7 +10,9 @@ Two pools, the same stage split as the local executor's GPU lane:
 * **CPU actors**, as many as the cluster has free CPUs (at most ``--workers``; ``num_cpus=1``
   each, every BLAS/OpenMP/numba/torch pool pinned to one thread) run every other analyzer, and the
   GPU analyzers too when there is no GPU actor. A track with GPU work goes to a GPU actor first,
-  then its CPU part to a CPU actor, so the GPUs never wait for CPU features.
+  then its CPU part to a CPU actor, so the GPUs never wait for CPU features. The GPU actor hands
+  the decoded mix and the stems it made on with its results (through the driver), so the CPU actor
+  decodes nothing again.
 
 Dispatch is pull-based: each pool is a :class:`~mirflow.executors.supervisor.Supervisor` holding a
 queue of chunks; a chunk is sent to an actor only when that actor is free (one chunk in flight per
