@@ -169,6 +169,30 @@ def test_cpu_threads_become_concurrent_passes(repo: Path, dataset: Path) -> None
         torch.set_num_threads(1)
 
 
+def test_cpu_uses_the_standard_attention_path_with_the_same_stems(repo: Path, dataset: Path) -> None:
+    """On CPU the analyzer turns PyTorch's fused attention fast path off (its standard path is
+    cheaper for HTDemucs, benchmarks/mha_fastpath.py) while it is set up, and back on at teardown;
+    the stems equal those of the fast path."""
+    paths = make_tracks(dataset, (1.3,))
+    assert torch.backends.mha.get_fastpath_enabled()
+    sep = separator(repo)
+    try:
+        assert not torch.backends.mha.get_fastpath_enabled()
+        model = sep._model
+        mix = torch.from_numpy(clip(1.3, seed=0))[None]
+        from demucs.apply import apply_model
+
+        off = apply_model(model, mix, shifts=0, overlap=0.25)
+        torch.backends.mha.set_fastpath_enabled(True)
+        on = apply_model(model, mix, shifts=0, overlap=0.25)
+        torch.backends.mha.set_fastpath_enabled(False)
+        assert float((off - on).abs().max()) < 1e-5
+        assert sep.analyze(TrackContext(paths[0]))["separation_model"] == "tiny"
+    finally:
+        sep.teardown()
+    assert torch.backends.mha.get_fastpath_enabled()
+
+
 def test_one_bad_track_fails_alone(repo: Path, dataset: Path) -> None:
     good = make_tracks(dataset, (1.0, 0.7))
     bad = dataset / "bad" / "full_mix.wav"

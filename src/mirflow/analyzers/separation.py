@@ -138,6 +138,7 @@ class SeparationAnalyzer(Analyzer):
         self._batch = 1
         self._lanes = 1
         self._saved_threads: int | None = None
+        self._saved_fastpath: bool | None = None
         self._signature: str | None = None
         self._decoder: ThreadPoolExecutor | None = None
         self._writer: ThreadPoolExecutor | None = None
@@ -215,6 +216,15 @@ class SeparationAnalyzer(Analyzer):
         self._signature = demucs_models.signature(name, repo=self._repo, dirs=self._dirs)
         self._batch = self.params["batch"] or demucs_models.default_batch(self._device)
         if self._device.kind == "cpu":
+            # PyTorch's fused multi-head-attention "fast path" computes HTDemucs' attention with
+            # plain batched matrix products; the standard path's scaled_dot_product_attention
+            # (flash attention on CPU) needs 16 % less CPU per forward pass, same output within
+            # 4e-7 (benchmarks/mha_fastpath.py, RESULTS section 4). The flag is per process;
+            # nothing else in a worker uses torch attention.
+            mha = getattr(torch.backends, "mha", None)
+            if mha is not None and hasattr(mha, "set_fastpath_enabled"):
+                self._saved_fastpath = bool(mha.get_fastpath_enabled())
+                mha.set_fastpath_enabled(False)
             # The executor decided how many threads this worker gets (``self.threads``; 0: torch's
             # own count). Use them as concurrent single-thread forward passes: HTDemucs is many
             # small ops that scale badly over intra-op threads (benchmarks/RESULTS.md, "Where the
@@ -245,6 +255,11 @@ class SeparationAnalyzer(Analyzer):
 
             torch.set_num_threads(self._saved_threads)
             self._saved_threads = None
+        if self._saved_fastpath is not None:  # the process-wide attention flag, as it was
+            import torch
+
+            torch.backends.mha.set_fastpath_enabled(self._saved_fastpath)
+            self._saved_fastpath = None
 
     @property
     def sources(self) -> list[str]:
