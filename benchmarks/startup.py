@@ -13,7 +13,9 @@ song when there is no corpus) is analysed by the real CLI, ``python -m mirflow r
   ``wall - (run wall - first result)``, where ``run wall`` and ``first result`` are the coordinator's
   own figures from the JSON timing report (so the bound includes the interpreter's exit);
 * ``before run``: command to the coordinator's start (interpreter, imports, options):
-  ``wall - run wall`` minus the exit.
+  ``wall - run wall`` minus the exit;
+* ``CPU``: user + system seconds of the whole process tree (the command and the workers it waited
+  for), steadier than wall time on a shared machine.
 
 Then ``python -X importtime`` breaks down the imports of the command's process
 (``import mirflow.cli.commands`` plus loading the analyzer registry) and of a worker (importing the
@@ -33,6 +35,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -77,9 +80,12 @@ def run_once(dataset: Path, analyzers: str, workers: int, src: Path | None = Non
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src / "src"), env.get("PYTHONPATH")]))
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
     try:
         summary = json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -88,7 +94,7 @@ def run_once(dataset: Path, analyzers: str, workers: int, src: Path | None = Non
     if proc.returncode not in (0, 1) or timing.get("first_result_s") is None:
         raise SystemExit(f"mirflow run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     run_wall = summary["wall_seconds"]
-    return {"wall_s": wall, "run_wall_s": run_wall, "first_result_in_run_s": timing["first_result_s"],
+    return {"wall_s": wall, "cpu_s": cpu, "run_wall_s": run_wall, "first_result_in_run_s": timing["first_result_s"],
             "first_track_s": wall - (run_wall - timing["first_result_s"]),
             "before_run_s": wall - run_wall,
             "analyzers": [a for a, c in summary["analyzers"].items() if c.get("done")]}
@@ -161,7 +167,8 @@ def main() -> None:
                 r = run_once(dataset, analyzers, args.workers, src)
                 results[s].append(r)
                 print(f"{s:12s} run {rep + 1}: wall {r['wall_s']:.2f} s, first track <= "
-                      f"{r['first_track_s']:.2f} s, before run {r['before_run_s']:.2f} s", flush=True)
+                      f"{r['first_track_s']:.2f} s, before run {r['before_run_s']:.2f} s, "
+                      f"CPU {r['cpu_s']:.2f} s", flush=True)
         ran = {s: results[s][0]["analyzers"] for s in sets}
         imports = {"command": importtime("import mirflow.cli.commands\n"
                                          "from mirflow import analyzers as r; r.available_names()")}
@@ -172,16 +179,17 @@ def main() -> None:
                    "first_track_s_median": statistics.median(r["first_track_s"] for r in results[s]),
                    "wall_s_median": statistics.median(r["wall_s"] for r in results[s]),
                    "before_run_s_median": statistics.median(r["before_run_s"] for r in results[s]),
+                   "cpu_s_median": statistics.median(r["cpu_s"] for r in results[s]),
                    "runs": results[s]} for s in sets}
     lines = [f"Start-up {args.label} ({env['date']}, {env['cores']} cores, load average "
              f"{env['load_avg_start'][0]:.1f} -> {env['load_avg_end'][0]:.1f}; track: {env['track']}; "
              f"`python benchmarks/startup.py --repeats {args.repeats} --workers {args.workers}`)", "",
-             "| set | analyzers | command to first track, s (median) | whole command, s | before the run starts, s |",
-             "|---|---|---|---|---|"]
+             "| set | analyzers | command to first track, s (median) | whole command, s | before the run starts, s | CPU s (process tree) |",
+             "|---|---|---|---|---|---|"]
     for s in sets:
         m = summary[s]
         lines.append(f"| {s} | {', '.join(m['analyzers'])} | {m['first_track_s_median']:.2f} | "
-                     f"{m['wall_s_median']:.2f} | {m['before_run_s_median']:.2f} |")
+                     f"{m['wall_s_median']:.2f} | {m['before_run_s_median']:.2f} | {m['cpu_s_median']:.2f} |")
     lines += ["", "Largest imports (cumulative s, `python -X importtime`):", ""]
     for where, top in imports.items():
         lines.append(f"- {where}: " + ", ".join(f"{n} {t:.2f}" for n, t in top[:8]))

@@ -106,3 +106,19 @@ def test_stems_features_on_existing_stems(dataset: Path) -> None:
 def test_analyzers_command_lists_registry() -> None:
     proc = mirflow("analyzers", check=True)
     assert "loudness" in proc.stdout and "lufs" in proc.stdout
+
+
+def test_the_command_line_skips_the_collectors_pass_at_exit(monkeypatch) -> None:
+    """Interpreter shutdown would walk every object the libraries allocated (0.2-0.4 s)."""
+    import atexit
+    import gc
+
+    from click.testing import CliRunner
+
+    from mirflow.cli import main
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda f, *a, **k: registered.append(f) or f)
+    monkeypatch.setattr(atexit, "unregister", lambda f: None)
+    assert CliRunner().invoke(main, ["analyzers"]).exit_code == 0
+    assert gc.freeze in registered

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from filelock import Timeout
 
@@ -43,3 +44,51 @@ def test_rhythm_and_tonal_setup_warm_up(tmp_path: Path, monkeypatch: pytest.Monk
     assert [n for n, _ in seen] == ["rhythm", "tonal"]
     assert seen[0][1]["bpm"] == pytest.approx(120.0, rel=0.02)
     assert seen[1][1]["key"] in ("C", "G")  # 6 s of I-V-vi-IV: C major, or its dominant
+
+
+_BEATS = """
+import sys
+import numpy as np
+if sys.argv[1] == "plain":
+    import librosa.beat as beat
+else:
+    import numba
+    from mirflow.core.jit import librosa_beat
+    before = numba.guvectorize
+    beat = librosa_beat()
+    assert numba.guvectorize is before  # put back after the import
+env = np.zeros(1300)
+env[::43] = 1.0  # an onset every 43 frames of 512 samples at 22050 Hz: 60.1 BPM
+env += 0.01 * np.random.default_rng(0).random(env.size)
+for dtype in (np.float64, np.float32):
+    _, frames = beat.beat_track(onset_envelope=env.astype(dtype), sr=22050, hop_length=512,
+                                bpm=60.0, tightness=100, trim=True, units="frames")
+    print(" ".join(map(str, frames)))
+"""
+
+
+def test_librosa_beat_kernel_is_cached_on_disk_and_computes_the_same(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NUMBA_DEBUG_CACHE", "1")  # numba's own cache (librosa's others live there)
+
+    def run(mode: str) -> tuple[list[str], list[str]]:
+        out = subprocess.run([sys.executable, "-c", _BEATS, mode], capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+        cache = [line for line in out if line.startswith("[cache]") and "beat_local_score" in line]
+        return [line for line in out if not line.startswith("[cache]")], cache
+
+    first, _ = run("cached")  # compiles and saves it, or loads it when an earlier run saved it
+    second, cache = run("cached")
+    assert any("data loaded" in line for line in cache), cache
+    assert first == second  # compiled or loaded, the same beats, on the known grid
+    for line in first:
+        frames = [int(f) for f in line.split()]
+        assert len(frames) > 20 and set(np.diff(frames)) == {43}
+
+
+@pytest.mark.slow
+def test_librosa_beat_as_shipped_finds_the_same_beats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """librosa's own import (the kernel compiled, never cached) agrees with the cached one."""
+    outputs = [subprocess.run([sys.executable, "-c", _BEATS, mode], capture_output=True, text=True,
+                              check=True).stdout for mode in ("plain", "cached")]
+    assert outputs[0] == outputs[1]

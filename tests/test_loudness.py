@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pyloudnorm as pyln
@@ -229,3 +231,54 @@ def test_analyzer_through_the_registry_and_nan_samples():
     assert out["lufs"] == pytest.approx(-20.0, abs=0.1)
     assert out["peak_dbfs"] == pytest.approx(-20.0, abs=0.01)
     assert ctx.warnings and "non-finite" in ctx.warnings[0]
+
+
+# -- start-up: the K-weighting without importing scipy.signal --------------------------------
+@pytest.mark.parametrize("sr", [8000, 11025, 22050, 44100, 48000, 96000, 192000, 12345])
+def test_k_weighting_design_is_pyloudnorms_deman_design_to_the_bit(sr):
+    from pyloudnorm.iirfilter import IIRfilter
+
+    shelf = IIRfilter(3.99984385397, 0.7071752369554193, 1681.9744509555319, sr, "high_shelf_DeMan")
+    high_pass = IIRfilter(0.0, 0.5003270373253953, 38.13547087613982, sr, "high_pass_DeMan")
+    expected = np.array([np.r_[shelf.b, shelf.a], np.r_[high_pass.b, high_pass.a]])
+    assert np.array_equal(L.k_weighting_sos(sr), expected)
+    if sr == 48000:  # BS.1770-4 Table 1, to 11 decimals
+        assert L.k_weighting_sos(sr)[0] == pytest.approx(
+            [1.53512485958697, -2.69169618940638, 1.19839281085285, 1.0, -1.69065929318241,
+             0.73248077421585], abs=1e-11)
+
+
+@pytest.mark.parametrize("kernel", [L.sos_kernel, lambda: L._public_sos_kernel])
+def test_the_filter_kernel_is_scipy_signal_sosfilt_to_the_bit(kernel, monkeypatch):
+    x = music_like(3.0, sr=44100, channels=3, seed=4)
+    sos = L.k_weighting_sos(44100)
+    expected = scipy.signal.sosfilt(sos, x, axis=-1)
+    got, state = np.empty_like(expected), np.zeros((3, 2, 2))
+    for start in range(0, x.shape[1], 10000):  # in chunks, the state carried across the seams
+        chunk = np.array(x[:, start:start + 10000], dtype=np.float64, order="C")
+        kernel()(sos, chunk, state)
+        got[:, start:start + 10000] = chunk
+    assert np.array_equal(got, expected)
+    monkeypatch.setattr(L, "sos_kernel", lambda: L._public_sos_kernel)  # the fallback, end to end
+    public = L.measure(x, 44100)
+    monkeypatch.undo()
+    assert L.measure(x, 44100) == public
+
+
+def test_a_loudness_worker_never_imports_scipy_signal():
+    """``scipy.signal``'s import is 1-1.5 s of a loudness-only worker's start-up; its kernel is loaded
+    alone, and ``scipy.signal`` imported later (another analyzer) still works beside it."""
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from mirflow.analyzers.loudness import LoudnessAnalyzer, measure\n"
+            "LoudnessAnalyzer().setup()\n"
+            "x = np.random.default_rng(0).standard_normal((2, 96000)).astype(np.float32) * 0.1\n"
+            "first = measure(x, 48000)\n"
+            "print('scipy.signal' in sys.modules)\n"
+            "import scipy.signal\n"
+            "from mirflow.analyzers import loudness\n"
+            "loudness.sos_kernel.cache_clear()\n"
+            "assert measure(x, 48000) == first\n"
+            "print(scipy.signal.sosfilt(loudness.k_weighting_sos(48000), x).shape)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["False", "(2, 96000)"]

@@ -35,7 +35,14 @@ reason goes to the ``"_note"`` key (which the engine moves into the sidecar reco
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import logging
 import math
+import sys
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +50,8 @@ import numpy as np
 from ..core.audio import TrackContext
 from . import register
 from .base import Analyzer
+
+log = logging.getLogger(__name__)
 
 #: Absolute gate of BS.1770-4 and EBU Tech 3342, LUFS.
 ABSOLUTE_GATE_LUFS = -70.0
@@ -77,20 +86,87 @@ def channel_weights(channels: int) -> np.ndarray:
     return np.array(table.get(channels, [1.0] * channels), dtype=np.float64)
 
 
+#: BS.1770-4 K-weighting, stage 1 (head-related high shelf): Brecht De Man's analogue prototype, gain
+#: (dB), quality factor and centre frequency (Hz) that reproduce Table 1's 48 kHz coefficients.
+_SHELF_GAIN_DB, _SHELF_Q, _SHELF_HZ = 3.99984385397, 0.7071752369554193, 1681.9744509555319
+#: Exponent relating the shelf's mid-band gain to its high-frequency gain in that prototype.
+_SHELF_MID_EXPONENT = 0.499666774155
+#: Stage 2 (RLB high pass): quality factor and cut-off (Hz) of the same prototypes.
+_HIGH_PASS_Q, _HIGH_PASS_HZ = 0.5003270373253953, 38.13547087613982
+
+
 def k_weighting_sos(sr: int) -> np.ndarray:
     """The BS.1770-4 K-weighting filter at ``sr`` Hz as second-order sections, ``(2, 6)`` float64.
 
-    pyloudnorm's ``"DeMan"`` designs: the analogue prototypes that reproduce the coefficients
-    BS.1770-4 Table 1 publishes for 48 kHz exactly, moved to ``sr`` by the bilinear transform (the
-    design libebur128 and FFmpeg's ``ebur128`` use too). pyloudnorm's default ``"K-weighting"`` class
-    instead uses RBJ cookbook biquads, which drift from the standard as ``sr`` falls (0.04 LU on
-    noise at 44.1 kHz, 0.24 LU at 8 kHz).
+    Brecht De Man's analogue prototypes, which reproduce the coefficients BS.1770-4 Table 1
+    publishes for 48 kHz exactly, moved to ``sr`` by the bilinear transform with pre-warping
+    (``K = tan(pi f0 / sr)``): the design of libebur128, FFmpeg's ``ebur128`` and pyloudnorm's
+    ``"DeMan"`` filters (the tests check it equals pyloudnorm's to the bit). pyloudnorm's default
+    ``"K-weighting"`` class instead uses RBJ cookbook biquads, which drift from the standard as
+    ``sr`` falls (0.04 LU on noise at 44.1 kHz, 0.24 LU at 8 kHz). Computed here rather than by
+    pyloudnorm, whose import loads all of ``scipy.signal`` (about a second of a worker's start-up).
     """
-    from pyloudnorm.iirfilter import IIRfilter
+    k = np.tan(np.pi * _SHELF_HZ / sr)
+    high = np.power(10.0, _SHELF_GAIN_DB / 20.0)   # gain far above the shelf
+    mid = np.power(high, _SHELF_MID_EXPONENT)      # gain at the shelf's centre
+    norm = 1.0 + k / _SHELF_Q + k * k
+    shelf = [(high + mid * k / _SHELF_Q + k * k) / norm, 2.0 * (k * k - high) / norm,
+             (high - mid * k / _SHELF_Q + k * k) / norm,
+             1.0, 2.0 * (k * k - 1.0) / norm, (1.0 - k / _SHELF_Q + k * k) / norm]
+    k = np.tan(np.pi * _HIGH_PASS_HZ / sr)
+    norm = 1.0 + k / _HIGH_PASS_Q + k * k
+    high_pass = [1.0, -2.0, 1.0, 1.0, 2.0 * (k * k - 1.0) / norm, (1.0 - k / _HIGH_PASS_Q + k * k) / norm]
+    return np.array([shelf, high_pass], dtype=np.float64)
 
-    shelf = IIRfilter(3.99984385397, 0.7071752369554193, 1681.9744509555319, sr, "high_shelf_DeMan")
-    high_pass = IIRfilter(0.0, 0.5003270373253953, 38.13547087613982, sr, "high_pass_DeMan")
-    return np.array([np.r_[shelf.b, shelf.a], np.r_[high_pass.b, high_pass.a]], dtype=np.float64)
+
+@lru_cache(maxsize=1)
+def sos_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
+    """SciPy's compiled cascade of second-order sections, ``kernel(sos, x, zi)``, filtering in place
+    ``x`` ``(signals, n)`` float64 C-contiguous from and into the states ``zi`` ``(signals, sections,
+    2)`` float64 C-contiguous: the loop inside :func:`scipy.signal.sosfilt`, so results are the same
+    to the bit.
+
+    Why not ``scipy.signal.sosfilt`` itself: importing ``scipy.signal`` runs its ``__init__``, which
+    imports every submodule (``scipy.stats``, ``scipy.interpolate``, ...): 1-1.5 s of a loudness
+    worker's 2-3 s start-up, for one loop. The kernel's extension module (``scipy/signal/_sosfilt``)
+    is loaded from its file without that ``__init__`` (private to SciPy, present since SciPy 1.2),
+    or taken from ``scipy.signal`` when that is imported already. Where it cannot be found or
+    loaded (another SciPy layout) the public function is used, with the same contract.
+    """
+    if "scipy.signal" in sys.modules:
+        try:
+            from scipy.signal._sosfilt import _sosfilt
+            return _sosfilt
+        except ImportError:  # pragma: no cover - another SciPy layout
+            return _public_sos_kernel
+    import scipy
+
+    name = "scipy.signal._sosfilt"
+    folder = Path(scipy.__file__).parent / "signal"
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = folder / f"_sosfilt{suffix}"
+        if path.is_file():
+            try:
+                loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+                spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+                assert spec is not None
+                module = importlib.util.module_from_spec(spec)  # not entered in sys.modules
+                loader.exec_module(module)
+                return module._sosfilt
+            except (ImportError, AttributeError, AssertionError, OSError) as exc:
+                log.debug("scipy's sosfilt kernel not loaded from %s (%s): using scipy.signal",
+                          path, exc)
+                break
+    return _public_sos_kernel
+
+
+def _public_sos_kernel(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> None:
+    """:func:`sos_kernel`'s contract through the public :func:`scipy.signal.sosfilt`."""
+    from scipy.signal import sosfilt
+
+    y, zf = sosfilt(sos, x, axis=-1, zi=np.moveaxis(zi, 1, 0))
+    x[...] = y
+    zi[...] = np.moveaxis(zf, 0, 1)
 
 
 def cell_bounds(frames: int, sr: int) -> np.ndarray:
@@ -131,18 +207,17 @@ def k_weighted_cell_energy(samples: np.ndarray, sr: int, *, weights: np.ndarray 
     used = np.flatnonzero(weights)
     if cells == 0 or used.size == 0:
         return energy, bounds
-    from scipy.signal import sosfilt  # here, not at module level: importing scipy.signal takes
-    # seconds, and the coordinator imports every analyzer module just to plan
-
+    kernel = sos_kernel()
     sos = k_weighting_sos(sr)
     rows = slice(None) if used.size == channels else used   # skip zero-weight (LFE) channels
     w = weights[used]
-    state = np.zeros((sos.shape[0], used.size, 2), dtype=np.float64)
+    state = np.zeros((used.size, sos.shape[0], 2), dtype=np.float64)  # (channels, sections, 2)
     cells_per_chunk = max(1, (_CHUNK * 10) // sr)
     for c0 in range(0, cells, cells_per_chunk):
         c1 = min(cells, c0 + cells_per_chunk)
         start, stop = bounds[c0], bounds[c1]
-        y, state = sosfilt(sos, samples[rows, start:stop], axis=-1, zi=state)
+        y = np.array(samples[rows, start:stop], dtype=np.float64, order="C")
+        kernel(sos, y, state)                                # K-weighted in place, state carried on
         np.multiply(y, y, out=y)
         per_channel = np.add.reduceat(y, bounds[c0:c1] - start, axis=-1)
         energy[c0:c1] = w @ per_channel
@@ -322,9 +397,11 @@ class LoudnessAnalyzer(Analyzer):
     outputs = ("lufs", "lra", "true_peak_dbtp", "peak_dbfs", "rms_dbfs")
 
     def setup(self, device: str = "cpu") -> None:
-        """Import the filter code now, once per worker: ``scipy.signal`` takes about a second to
-        import, which belongs to start-up, not to the first track's compute time."""
-        import scipy.signal  # noqa: F401
+        """Load the filter kernel and the true-peak resampler now, once per worker (start-up, not
+        the first track's compute time)."""
+        import soxr  # noqa: F401
+
+        sos_kernel()
 
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
         """Loudness features of the decoded mix at its native rate, all channels."""

@@ -272,8 +272,9 @@ def estimate_tempo(envelope: np.ndarray, *, fps: float = FRAME_RATE
     periodicity at all or the beat tracker finds no beat. ``candidates`` is
     :func:`metrical_candidates` with the first tempo replaced by the refined ``bpm``.
     """
-    import librosa
+    from ..core.jit import librosa_beat
 
+    beat = librosa_beat()  # librosa.beat, its one uncached numba kernel cached (see core.jit)
     grid = np.arange(TEMPO_RANGE[0], TEMPO_RANGE[1] + _GRID_STEP_BPM / 2, _GRID_STEP_BPM)
     acf, dft = tempo_salience(envelope, grid, fps=fps)
     score = tempo_score(acf, dft, grid)
@@ -282,16 +283,15 @@ def estimate_tempo(envelope: np.ndarray, *, fps: float = FRAME_RATE
         return None, 0.0, no_beats, []
     best = int(np.argmax(score))
     coarse = float(grid[best])
-    _, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=STFT_SR, hop_length=STFT_HOP,
-                                       bpm=coarse, tightness=100, trim=True, units="frames")
+    _, beats = beat.beat_track(onset_envelope=envelope, sr=STFT_SR, hop_length=STFT_HOP,
+                               bpm=coarse, tightness=100, trim=True, units="frames")
     beats = np.asarray(beats, dtype=int)
     if beats.size == 0:
         return None, 0.0, no_beats, []
     bpm = refine_tempo(beats, coarse, fps=fps)
     if abs(bpm / coarse - 1.0) > 0.01:     # track again at the refined tempo
-        _, again = librosa.beat.beat_track(onset_envelope=envelope, sr=STFT_SR,
-                                           hop_length=STFT_HOP, bpm=bpm, tightness=100, trim=True,
-                                           units="frames")
+        _, again = beat.beat_track(onset_envelope=envelope, sr=STFT_SR, hop_length=STFT_HOP,
+                                   bpm=bpm, tightness=100, trim=True, units="frames")
         if len(again):
             beats = np.asarray(again, dtype=int)
     confidence = float(np.clip(np.interp(bpm, grid, acf), 0.0, 1.0))

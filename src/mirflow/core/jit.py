@@ -7,16 +7,24 @@ fault in ``librosa.beat``'s beat tracker on the first parallel run of a fresh in
 :func:`warm_up` runs an analyzer on a short synthetic song while holding a machine-wide file lock:
 the first worker compiles and writes the cache, the others wait and then only read it. The same
 code paths and dtypes as real tracks are exercised, so real tracks need no further compilation.
+
+One librosa kernel escapes the disk cache: ``librosa.beat`` (0.11) declares its local-score gufunc
+with ``cache=False`` and explicit signatures, so numba compiles it at every import of the module
+(2-3 s in every worker process, more than the rest of the beat tracker's start-up). :func:`librosa_beat`
+imports the module with that one declaration cached like its neighbours, so a warm start loads it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from filelock import FileLock
 
@@ -46,3 +54,37 @@ def warm_up_context():
 
     return TrackContext.from_array(synth_song(bpm=120.0, seconds=6.0, sr=22050, seed=0), 22050,
                                    path="<warm-up>")
+
+
+def librosa_beat() -> ModuleType:
+    """``librosa.beat``, imported (once per process) with every numba gufunc it declares with
+    ``cache=False`` compiled with numba's disk cache instead: the same code, compiled once per
+    installation and loaded from the cache afterwards (see the module docstring). A numba that
+    cannot cache such a function compiles it as librosa asked. Call it inside :func:`warm_up` when
+    several processes may import librosa at once (the cache files are written then)."""
+    if "librosa.beat" in sys.modules:
+        return sys.modules["librosa.beat"]
+    import numba
+
+    original = numba.guvectorize
+
+    def cached_guvectorize(*args: Any, **kwargs: Any) -> Callable[[Callable], Any]:
+        if kwargs.get("cache") is not False:
+            return original(*args, **kwargs)
+        cached, plain = original(*args, **{**kwargs, "cache": True}), original(*args, **kwargs)
+
+        def decorate(func: Callable) -> Any:
+            try:
+                return cached(func)
+            except Exception as exc:  # noqa: BLE001 - e.g. no writable cache folder
+                log.debug("numba cannot cache %s (%s); compiling it uncached", func.__name__, exc)
+                return plain(func)
+
+        return decorate
+
+    numba.guvectorize = cached_guvectorize
+    try:
+        import librosa.beat
+    finally:
+        numba.guvectorize = original
+    return librosa.beat

@@ -25,7 +25,6 @@ child process (TensorFlow and ``essentia-tensorflow`` cannot share one process).
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
 import json
 import logging
@@ -33,8 +32,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -402,6 +399,10 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None,
         HTTP or network failure (the ``.part`` file is kept for resuming), or a checksum mismatch
         (the ``.part`` file is deleted).
     """
+    import http.client  # here: HTTP and TLS modules are no part of an analysis run's start-up
+    import urllib.error
+    import urllib.request
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0

@@ -25,18 +25,27 @@ def _checked(requested: str) -> str:
     return requested
 
 
-def resolve_run_device(requested: str, analyzers: list[str]) -> str:
+def resolve_run_device(requested: str, analyzers: list[str],
+                       instances: dict[str, Any] | None = None) -> str:
     """The run's device as PyTorch spells it (``cpu``, ``cuda:0``, ``mps``), resolved once here.
 
-    The spelling is always checked. ``auto`` looks for an accelerator (importing PyTorch) only when
-    the run holds an analyzer that prefers one: a CPU-only run resolves to ``cpu`` at no cost. A
+    The spelling is always checked. ``auto`` looks for an accelerator (importing PyTorch, seconds)
+    only when the run holds an analyzer that prefers one and can run here (of ``instances``, the
+    run's analyzers built with their parameters, those whose ``unavailable_reason()`` is None): a
+    CPU-only run, or one whose GPU analyzers lack their models, resolves to ``cpu`` at no cost. A
     named accelerator is always looked up, so a device this machine lacks is an error before any
     work starts (:class:`ConfigError` listing what the machine has).
     """
     kind, _ = devices.parse(requested)
     if kind == "cpu":
         return "cpu"
-    if kind == "auto" and not any(registry.get(n).device == "gpu" for n in analyzers):
+
+    def wants_accelerator(name: str) -> bool:
+        if registry.get(name).device != "gpu":
+            return False
+        return instances is None or name not in instances or not instances[name].unavailable_reason()
+
+    if kind == "auto" and not any(wants_accelerator(n) for n in analyzers):
         return "cpu"
     return str(devices.resolve(requested))
 
@@ -90,8 +99,8 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
     order = registry.resolve_order(names)
     if STEMS in order:
         merged[STEMS] = _with_stem_params(merged)
-    for name in dict.fromkeys([*order, *merged]):  # parameters of analyzers outside the run too
-        registry.get(name)(**merged.get(name, {}))
+    built = {name: registry.get(name)(**merged.get(name, {}))  # parameters outside the run too
+             for name in dict.fromkeys([*order, *merged])}
     for name in order if resolve_device else ():  # an analyzer's own ``device``, like --device
         if "device" in registry.get(name).Params.model_fields and \
                 merged.get(name, {}).get("device", "auto") != "auto":
@@ -113,7 +122,7 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
     resolve_here = resolve_device and chosen_executor != "ray"
     return RunOptions(analyzers=names, params={k: v for k, v in merged.items() if k in order},
                       executor=chosen_executor, workers=run.workers if workers is None else workers,
-                      device=(resolve_run_device(device or run.device, order) if resolve_here
+                      device=(resolve_run_device(device or run.device, order, built) if resolve_here
                               else _checked(device or run.device)), force=frozenset(forced),
                       retry_failed=retry_failed, chunk=run.chunk if chunk is None else chunk,
                       ray_address=ray_address or run.ray_address,
