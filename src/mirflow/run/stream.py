@@ -27,7 +27,8 @@ number of tracks given. A stream whose next track cannot be decoded for memory i
 tracks it holds finish and free their share: the budget can slow the lane, never stop it.
 
 With ``$MIRFLOW_LANE_LOG`` set (tests), every hold and release is appended to that file as
-``hold|release PID TRACKS_HELD BYTES_HELD BUDGET TRACK``.
+``hold|release PID TRACKS_HELD BYTES_HELD BUDGET TRACKS_IN_LANE TRACK`` (the tracks in the lane
+include those given to it and not yet decoded).
 """
 
 from __future__ import annotations
@@ -140,8 +141,9 @@ class StreamWorker:
     # -- bookkeeping (under self._cond) -------------------------------------------------------
     def _note(self, event: str, item: _Item) -> None:
         if self._log_path:
+            in_lane = sum(t.left for t in self._tasks.values())
             line = (f"{event} {os.getpid()} {self._held_items} {self._held} {int(self.held_budget)} "
-                    f"{item.unit.track.dir.name}\n")
+                    f"{in_lane} {item.unit.track.dir.name}\n")
             fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, line.encode())
