@@ -206,6 +206,47 @@ def test_one_bad_track_fails_alone(repo: Path, dataset: Path) -> None:
     sep.teardown()
 
 
+def test_stream_yields_each_track_before_pulling_all_and_equals_the_batch(repo: Path, dataset: Path) -> None:
+    """``analyze_stream`` (the GPU lane's): tracks are pulled lazily and come out as soon as they
+    are separated, with the stems ``analyze_batch`` writes; a bad track fails alone; the stems are
+    left to write when the caller defers writes, and the model input is dropped once used."""
+    good = make_tracks(dataset, (1.5, 0.6, 2.0, 1.0))
+    bad = dataset / "bad" / "full_mix.wav"
+    bad.parent.mkdir()
+    bad.write_bytes(b"RIFF not really audio")
+    sep = separator(repo, batch=2)
+    paths = [good[0], bad, *good[1:]]
+    ctxs = [TrackContext(p) for p in paths]
+    for ctx in ctxs:
+        ctx.defer_writes = True
+    events: list[str] = []
+
+    def source():
+        for i, ctx in enumerate(ctxs):
+            events.append(f"pull {i}")
+            yield ctx
+
+    out = []
+    for ctx, res in sep.analyze_stream(source()):
+        events.append(f"out {ctxs.index(ctx)}")
+        out.append((ctx, res))
+    assert events.index("out 0") < events.index(f"pull {len(ctxs) - 1}"), events  # streamed
+    got = {ctxs.index(c): r for c, r in out}
+    assert sorted(got) == list(range(len(ctxs))) and isinstance(got[1], DecodeError)
+    for i in (0, 2, 3, 4):
+        assert not isinstance(got[i], BaseException), got[i]
+        assert not [k for k in ctxs[i]._memo if k[0] == "separation-input"]  # dropped once used
+        assert not list(paths[i].parent.glob("drums.*"))  # deferred: nothing written yet
+        ctxs[i].files_to_write["separation"].write()
+    streamed = {i: sf.read(str(paths[i].parent / "drums.flac"), dtype="float32")[0] for i in (0, 2, 3, 4)}
+    batch = sep.analyze_batch([TrackContext(paths[i]) for i in (0, 2, 3, 4)])
+    assert all(not isinstance(r, BaseException) for r in batch)
+    for i in (0, 2, 3, 4):
+        again, _ = sf.read(str(paths[i].parent / "drums.flac"), dtype="float32")
+        assert np.abs(again - streamed[i]).max() < 1e-4
+    sep.teardown()
+
+
 def test_failed_write_leaves_no_partial_stems(repo: Path, dataset: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     (mix,) = make_tracks(dataset, (1.0,))

@@ -43,18 +43,22 @@ class Probe(Analyzer):
 
 @register
 class ProbeGPU(Analyzer):
-    """A 'gpu' analyzer for testing the GPU lane: writes a stem-like file next to the mix."""
+    """A 'gpu' analyzer for testing the GPU lane: writes a stem-like file next to the mix, after
+    sleeping ``params["sleep"]`` seconds (a slow model)."""
 
     name: ClassVar[str] = "probe_gpu"
     device: ClassVar[str] = "gpu"
     outputs: ClassVar[tuple[str, ...]] = ("probe_gpu_pid",)
     batchable: ClassVar[bool] = True
+    default_params: ClassVar[dict[str, Any]] = {"sleep": 0.0}
 
     def setup(self, device: str = "cpu") -> None:
         _log(f"setup-gpu {os.getpid()}")
 
     def analyze(self, ctx) -> dict[str, Any]:
         _log(f"analyze-gpu {os.getpid()} {ctx.path.parent.name}")
+        if self.params["sleep"]:
+            time.sleep(float(self.params["sleep"]))
         import soundfile as sf
 
         sf.write(ctx.path.parent / "probe.wav", ctx.audio.samples.T, ctx.sr)

@@ -187,9 +187,9 @@ class Analyzer:
 
     def prepare(self, ctx: TrackContext) -> None:
         """Cheap CPU preprocessing of one track, memoised in ``ctx`` (resampling to the model rate,
-        a model's front end). Called without :meth:`setup`, by the CPU worker that decodes a track
-        before a pipelined executor hands it to the accelerator's process, so that process only
-        runs the model. Default: nothing."""
+        a model's front end). Called without :meth:`setup` (on another instance), by the GPU lane's
+        decode threads while the model works on earlier tracks (:mod:`mirflow.run.stream`), so the
+        model's thread finds its input ready. Default: nothing."""
 
     # -- work ----------------------------------------------------------------------------------
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:

@@ -416,8 +416,8 @@ class ClassifiersAnalyzer(Analyzer):
 
     # -- work ---------------------------------------------------------------------------------
     def prepare(self, ctx: TrackContext) -> None:
-        """The VGGish front end (log-mel patches at 16 kHz), memoised: computed on a CPU worker
-        before a pipelined executor hands the track to the accelerator's process."""
+        """The VGGish front end (log-mel patches at 16 kHz), memoised: the GPU lane computes it in
+        its decode threads, ahead of the model (:mod:`mirflow.run.stream`)."""
         vggish.track_patches(ctx, resampler=self.params["resampler"])
 
     def analyze_batch(self, ctxs: list[TrackContext]) -> list[dict[str, Any] | BaseException]:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -270,8 +272,8 @@ class SeparationAnalyzer(Analyzer):
 
     # -- work --------------------------------------------------------------------------------------------
     def prepare(self, ctx: TrackContext) -> None:
-        """The model's input (stereo at 44.1 kHz, standardised), memoised: a pipelined executor
-        computes it on a CPU worker before the track reaches the accelerator's process."""
+        """The model's input (stereo at 44.1 kHz, standardised), memoised: the GPU lane computes it
+        in its decode threads, ahead of the model (:mod:`mirflow.run.stream`)."""
         _model_input(ctx, demucs_models.MODEL_SR)
 
     def analyze_batch(self, ctxs: list[TrackContext]) -> list[dict[str, Any] | BaseException]:
@@ -338,6 +340,71 @@ class SeparationAnalyzer(Analyzer):
                         pass
             raise
         return [r if r is not None else AnalysisError("separation produced no result") for r in results]
+
+    def analyze_stream(self, ctxs: Iterable[TrackContext]
+                       ) -> Iterator[tuple[TrackContext, dict[str, Any] | BaseException]]:
+        """Separate a stream of tracks (the GPU lane's, :mod:`mirflow.run.stream`): segments of
+        consecutive tracks share forward passes, and each track comes out as soon as it is complete,
+        while the next ones are computed. ``ctxs`` is pulled lazily: the stream waits for a decoded
+        track only when its segments are needed, and runs its last partial batch when ``ctxs`` ends.
+
+        Stems are left to write (``ctx.files_to_write``, the caller sets ``ctx.defer_writes``; else
+        they are written here, one track at a time). The model input memoised in a context is
+        dropped once the track is separated. A failed batched pass is retried one track at a time,
+        as in :meth:`analyze_batch`."""
+        if self._model is None:
+            raise AnalysisError("separation.setup() was not called")
+        import torch
+
+        from ..models.demucs_batch import separate_stream
+
+        sr = int(self._model.samplerate)
+        key = ("separation-input", sr)
+        inputs: dict[int, tuple[TrackContext, np.ndarray, float, float]] = {}
+        failed: deque[tuple[TrackContext, BaseException]] = deque()
+
+        def mixes() -> Iterator[tuple[int, Any]]:
+            for n, ctx in enumerate(ctxs):
+                try:
+                    mix, mean, std = _model_input(ctx, sr)
+                except Exception as exc:  # noqa: BLE001 - a track that cannot be decoded fails alone
+                    failed.append((ctx, exc))
+                    continue
+                inputs[n] = (ctx, mix, mean, std)
+                yield n, torch.from_numpy(mix)
+
+        def run(source: Iterable[tuple[int, Any]], batch: int
+                ) -> Iterator[tuple[TrackContext, dict[str, Any] | BaseException]]:
+            for n, est in separate_stream(
+                    self._model, source, batch_size=batch, shifts=self.params["shifts"],
+                    overlap=self.params["overlap"], segment=self.params["segment"],
+                    device=self._device.torch, precision=self._precision, lanes=self._lanes):
+                while failed:
+                    yield failed.popleft()
+                ctx, _mix, mean, std = inputs.pop(n)
+                ctx._memo.pop(key, None)
+                try:
+                    out: dict[str, Any] | BaseException = self._write(ctx, est, mean, std)
+                except Exception as exc:  # noqa: BLE001 - one failed write fails its track only
+                    out = exc
+                yield ctx, out
+
+        try:
+            yield from run(mixes(), self._batch)
+        except Exception as exc:  # noqa: BLE001 - retried per track below
+            log.warning("separation: batched pass failed (%s: %s); retrying %d track(s) one at a time",
+                        type(exc).__name__, exc, len(inputs))
+            if self._device.kind == "cuda":
+                torch.cuda.empty_cache()
+            for n, (ctx, mix, _mean, _std) in sorted(inputs.items()):
+                try:
+                    yield from run([(n, torch.from_numpy(mix))], 1)
+                except Exception as exc1:  # noqa: BLE001 - this track fails, the others go on
+                    inputs.pop(n, None)
+                    ctx._memo.pop(key, None)
+                    yield ctx, exc1
+        while failed:
+            yield failed.popleft()
 
     def _write(self, ctx: TrackContext, est, mean: float, std: float) -> dict[str, Any]:
         sources = (est * std + mean).numpy()  # (n_sources, 2, n) float32, denormalised

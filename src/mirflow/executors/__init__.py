@@ -28,8 +28,9 @@ class Executor(Protocol):
 
 
 def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device: str,
-                  ray_address: str | None = None) -> Executor:
-    """Build the executor named ``kind`` (``serial``, ``local`` or ``ray``)."""
+                  ray_address: str | None = None, memory_budget: float = 0.0) -> Executor:
+    """Build the executor named ``kind`` (``serial``, ``local`` or ``ray``); ``memory_budget`` is
+    the run's (``--max-memory``, bytes; 0: unknown), which sizes the local GPU lane's queues."""
     if kind == "serial":
         from .serial import SerialExecutor
 
@@ -37,7 +38,7 @@ def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device:
     if kind == "local":
         from .local import LocalExecutor
 
-        return LocalExecutor(specs, workers=workers, device=device)
+        return LocalExecutor(specs, workers=workers, device=device, memory_budget=memory_budget)
     if kind == "ray":
         from .ray import RayExecutor
 

@@ -13,52 +13,50 @@ builds its analyzers once (``setup()``) and keeps them for the whole run.
 
 With an accelerator (``--device auto`` finding CUDA/ROCm, or ``--device cuda[:N]``/``mps``) and GPU
 analyzers in the run, a *GPU lane* is added: one process that owns the GPU analyzers (one model
-copy on the device, batching across the tracks of a chunk). By default (:data:`STAGED` False) the
-lane decodes each track once (decoder threads reading ahead), writes the stems it separates (writer
-threads) and, when CPU analyzers are due on the track, hands the decoded mix and the stems in memory
-to a CPU worker, which runs them without decoding anything again.
+copy on the device) and computes its tracks as a continuous stream
+(:mod:`mirflow.executors.gpu_lane`, :mod:`mirflow.run.stream`):
 
-With :data:`STAGED` a chunk goes through three stages instead, each a supervisor whose results feed
-the next one's ``submit``:
+- each track of a chunk is its own task, and the lane keeps up to
+  :data:`~mirflow.executors.gpu_lane.LANE_WINDOW` of them in flight, so chunk boundaries mean
+  nothing to it;
+- in the lane, decode threads decode each upcoming track (its only decode in the run) and prepare
+  the model input while the model runs; the model takes whatever tracks are ready, separation
+  batching the segments of consecutive tracks into one forward pass; stems are written (or handed
+  on) by finish threads while the model computes the next tracks;
+- each track is reported as soon as its GPU part is done, and a track with CPU analyzers due goes
+  at once to a CPU worker with its decoded mix and its stems in memory: the CPU worker writes the
+  stems and runs the CPU analyzers on the mix and on the stems without decoding anything again;
+- the tracks the lane holds in memory (decoded ahead, in the model, waiting to be written or handed
+  on) stay within its share of ``--max-memory`` (:func:`mirflow.run.limits.lane_budget`, per track
+  :func:`mirflow.run.limits.held_bytes` from the header), never below one track.
 
-1. a CPU worker decodes each track (the only decode of that track in the run) and runs the GPU
-   analyzers' :meth:`~mirflow.analyzers.base.Analyzer.prepare` step (resampling to the model rate,
-   the VGGish front end);
-2. the GPU lane runs the models on the tracks handed to it in memory; it writes nothing: the stems
-   it separates travel on in memory;
-3. a CPU worker writes the stems (atomically, :mod:`mirflow.core.stems_io`) and runs the CPU
-   analyzers on the mix and on the stems, both in memory (no stem file is decoded).
+The arrays travel pickled through the pipes (a 55 s stereo 44.1 kHz track: 19 MB of mix and 78 MB
+of stems from the lane through the coordinator to a CPU worker) only when CPU analyzers are due.
 
-Stage-1 and stage-3 tasks share the CPU workers' queue (first come, first served). Arrays travel
-pickled through the coordinator and the workers' pipes (a 55 s stereo 44.1 kHz track: 19 MB of
-mix, 19 MB of model input, 78 MB of stems), not yet measured against the default on a GPU.
+A lane that dies (or overruns a track's time limit) with several tracks in flight is replaced and
+every one of those tracks is re-run alone on the new lane (:mod:`mirflow.executors.supervisor`), so
+only the culprit fails; the replacement loads the models again.
 
 Without an accelerator, GPU analyzers run in the CPU workers like any other, and the stems reach
-the per-stem analyzers in memory inside one worker. The GPU lane is supervised like the CPU
-workers; its replacement loads the models again.
+the per-stem analyzers in memory inside one worker.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import Future
 from dataclasses import replace
 
-from ..run.worker import HANDOFF, AnalyzerSpec, WorkUnit
 from ..core.sidecar import AnalyzerResult
+from ..run import limits
+from ..run.worker import HANDOFF, AnalyzerSpec, WorkUnit, describe
+from .gpu_lane import LANE_WINDOW, lane_main
 from .lanes import ok_names, then_cpu
 from .process import THREAD_ENV_VARS, ProcessBackend
-from .supervisor import Supervisor
+from .supervisor import Supervisor, failure
 
 log = logging.getLogger(__name__)
-
-#: Whether a chunk with GPU analyzers goes through the three stages of the module docstring (True)
-#: or the GPU lane decodes its tracks and writes its stems itself, in its own threads, and hands the
-#: decoded mix and the stems in memory to a CPU worker only when CPU analyzers are due (False, the
-#: default). The staged hand-over pickles every array through the coordinator (about 135 MB per
-#: 55 s track); it stays off until measured on a GPU against the lane (benchmarks/RESULTS.md,
-#: section 10: the one GPU run of it was invalid).
-STAGED = False
 
 __all__ = ["LocalExecutor", "THREAD_ENV_VARS", "accelerator_present"]
 
@@ -75,10 +73,12 @@ def accelerator_present(device: str) -> bool:
 
 class LocalExecutor:
     """A process pool of ``workers`` single-threaded processes, plus a GPU lane when an accelerator
-    is used (see the module docstring). ``gpu_lane=None`` decides automatically."""
+    is used (see the module docstring). ``gpu_lane=None`` decides automatically; ``memory_budget``
+    is the run's (``--max-memory``, bytes; 0: unknown), of which the lane's queues take a share."""
 
     def __init__(self, specs: list[AnalyzerSpec], *, workers: int, device: str = "auto",
-                 threads_per_worker: int = 1, gpu_lane: bool | None = None) -> None:
+                 threads_per_worker: int = 1, gpu_lane: bool | None = None,
+                 memory_budget: float = 0.0) -> None:
         from .. import analyzers as registry
 
         self.workers = max(1, int(workers))
@@ -86,14 +86,15 @@ class LocalExecutor:
         if gpu_lane is None:
             gpu_lane = bool(gpu_specs) and accelerator_present(device)
         self._gpu_names = frozenset(s.name for s in gpu_specs) if gpu_lane and gpu_specs else frozenset()
-        # the CPU workers know the GPU analyzers too: they run their prepare() step (never setup)
         self._pool = Supervisor(ProcessBackend(list(specs), device=device, threads=threads_per_worker,
                                                label="worker"), self.workers, label="worker")
         self._gpu = (Supervisor(ProcessBackend(gpu_specs, device=device, threads=threads_per_worker,
-                                               label="gpu-lane"), 1, label="GPU lane")
+                                               label="gpu-lane", main=lane_main,
+                                               extra=(limits.lane_budget(memory_budget),)),
+                                1, label="GPU lane", depth=LANE_WINDOW)
                      if self._gpu_names else None)
-        # one chunk computing and one waiting per CPU worker, plus two for the GPU lane
-        self.capacity = self.workers * 2 + (2 if self._gpu else 0)
+        # one chunk computing and one waiting per CPU worker; the lane's window on top
+        self.capacity = self.workers * 2 + (LANE_WINDOW if self._gpu else 0)
         if self._gpu:
             log.info("GPU lane for %s on %s", ", ".join(sorted(self._gpu_names)), device)
 
@@ -101,46 +102,54 @@ class LocalExecutor:
         if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):
             return self._pool.submit(units)
         outer: Future = Future()
-        if not STAGED:  # the lane decodes and writes; the CPU workers get the track in memory
-            gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names),
-                                 hand_on=any(n not in self._gpu_names for n in u.due)) for u in units]
-            self._gpu.submit(gpu_units).add_done_callback(lambda f: self._after_gpu(f, units, outer))
-            return outer
-        # stage 1, a CPU worker: decode each track once and prepare the GPU analyzers' input
-        decode_units = [replace(u, due=(), hand_on=True,
-                                prepare=tuple(n for n in u.due if n in self._gpu_names)) for u in units]
-        decode_future = self._pool.submit(decode_units)
-        decode_future.add_done_callback(lambda f: self._to_gpu(f, units, outer))
+        results: list[dict[str, AnalyzerResult] | None] = [None] * len(units)
+        left = [len(units)]
+        lock = threading.Lock()
+
+        def deliver(indices: list[int], fut: Future) -> None:
+            try:
+                got = fut.result()
+            except BaseException as exc:  # noqa: BLE001 - fails these tracks only
+                got = [{n: failure(n, f"worker failed: {describe(exc)}") for n in units[i].due}
+                       for i in indices]
+            with lock:
+                for i, res in zip(indices, got):
+                    results[i] = res
+                left[0] -= len(indices)
+                done = left[0] == 0
+            if done:
+                outer.set_result(results)
+
+        cpu_only = [i for i, u in enumerate(units) if not set(u.due) & self._gpu_names]
+        for i, unit in enumerate(units):
+            if i in cpu_only:
+                continue
+            # each track its own task: the lane streams them and reports each as it finishes
+            gpu_unit = replace(unit, due=tuple(n for n in unit.due if n in self._gpu_names),
+                               hand_on=any(n not in self._gpu_names for n in unit.due),
+                               defer_writes=True)
+            track_future: Future = Future()
+            track_future.add_done_callback(lambda f, i=i: deliver([i], f))
+            self._gpu.submit([gpu_unit]).add_done_callback(
+                lambda f, unit=unit, out=track_future: self._after_gpu(f, unit, out))
+        if cpu_only:
+            self._pool.submit([units[i] for i in cpu_only]).add_done_callback(
+                lambda f: deliver(cpu_only, f))
         return outer
 
-    def _to_gpu(self, decode_future: Future, units: list[WorkUnit], outer: Future) -> None:
-        """Stage 2, the GPU lane: the models only, on the decoded and prepared tracks; it hands the
-        track and what it made (stems, not yet written) on to the CPU workers."""
-        try:
-            handed = [res.get(HANDOFF) for res in decode_future.result()]
-        except BaseException:  # noqa: BLE001 - a lost decode stage: the GPU lane decodes itself
-            handed = [None] * len(units)
-        try:
-            gpu_units = [replace(u, due=tuple(n for n in u.due if n in self._gpu_names), hand_on=True,
-                                 defer_writes=True, decoded=d) for u, d in zip(units, handed)]
-            gpu_future = self._gpu.submit(gpu_units)
-        except BaseException as exc:  # noqa: BLE001 - reported per track by the coordinator
-            outer.set_exception(exc)
-            return
-        gpu_future.add_done_callback(lambda f: self._after_gpu(f, units, outer))
-
-    def _after_gpu(self, gpu_future: Future, units: list[WorkUnit], outer: Future) -> None:
-        """Stage 3, a CPU worker: write the stems, run the CPU analyzers on the mix and the stems
-        (both in memory), then combine the GPU lane's and the CPU workers' results."""
+    def _after_gpu(self, gpu_future: Future, unit: WorkUnit, outer: Future) -> None:
+        """A track's GPU part is done: a CPU worker writes its stems (handed on, not yet written)
+        and runs the CPU analyzers on the mix and the stems, both in memory; the results of both
+        are combined."""
 
         def cpu_units(gpu_results: list[dict[str, AnalyzerResult]]) -> list[WorkUnit]:
             handed = [res.pop(HANDOFF, None) for res in gpu_results]
             # files the GPU lane left to write (stems) are written by a CPU worker first: their
             # analyzer is due there too, so a failed write (or a worker lost writing) fails it
-            return [replace(u, due=(*(d.writes if d else ()),
-                                    *(n for n in u.due if n not in self._gpu_names)),
-                            ready=u.ready | ok_names(res), decoded=d)
-                    for u, res, d in zip(units, gpu_results, handed)]
+            return [replace(unit, due=(*(d.writes if d else ()),
+                                       *(n for n in unit.due if n not in self._gpu_names)),
+                            ready=unit.ready | ok_names(res), decoded=d)
+                    for res, d in zip(gpu_results, handed)]
 
         then_cpu(gpu_future, cpu_units, self._pool.submit, outer)
 

@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -103,17 +104,20 @@ def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], de
 
 
 def spawn_worker(specs: list[AnalyzerSpec], device: str, threads: int,
-                 name: str) -> tuple[Any, Connection]:
-    """Start one worker process; returns it and the coordinator's end of its pipe."""
+                 name: str, main: Callable[..., None] | None = None,
+                 extra: tuple[Any, ...] = ()) -> tuple[Any, Connection]:
+    """Start one worker process running ``main`` (default :func:`worker_main`; the GPU lane's is
+    :func:`mirflow.executors.gpu_lane.lane_main`, given ``extra`` arguments); returns it and the
+    coordinator's end of its pipe."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=True)
     saved = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
     for k in THREAD_ENV_VARS:  # inherited by the spawned child before it imports numpy
         os.environ[k] = str(threads)
     try:
-        proc = ctx.Process(target=worker_main, name=name, daemon=True,
+        proc = ctx.Process(target=main or worker_main, name=name, daemon=True,
                            args=(child, os.getpid(), specs, device, threads,
-                                 logging.getLogger().getEffectiveLevel()))
+                                 logging.getLogger().getEffectiveLevel(), *extra))
         proc.start()
     finally:
         for k, v in saved.items():
@@ -192,8 +196,11 @@ class ProcessBackend:
     """
 
     def __init__(self, specs: list[AnalyzerSpec], *, device: str, threads: int = 1,
-                 label: str = "worker") -> None:
+                 label: str = "worker", main: Callable[..., None] | None = None,
+                 extra: tuple[Any, ...] = ()) -> None:
         self.specs = specs
+        self.main = main  # the process's loop (None: worker_main)
+        self.extra = extra
         self.device = device
         self.threads = threads
         self.label = label
@@ -205,7 +212,8 @@ class ProcessBackend:
 
     def spawn(self, name: str) -> tuple[Any, Connection]:
         self._spawned += 1
-        return spawn_worker(self.specs, self.device, self.threads, f"mirflow-{self.label}-{name}")
+        return spawn_worker(self.specs, self.device, self.threads, f"mirflow-{self.label}-{name}",
+                            self.main, self.extra)
 
     def take_spare(self) -> tuple[Any, Connection] | None:
         spare, self._spare = self._spare, None

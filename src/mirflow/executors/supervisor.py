@@ -20,6 +20,12 @@ without starting more workers for it.
 The supervisor keeps a queue of tasks and feeds free workers from it in a background thread, so
 the same machinery can serve each stage of a pipelined executor: a stage is a supervisor whose
 results feed the next stage's :meth:`Supervisor.submit`.
+
+A slot computes one task at a time by default. With ``depth`` > 1 it is given up to that many tasks
+at once (the local executor's GPU lane, which pipelines the tracks it holds and reports each task as
+it finishes). When such a worker dies with several units in flight nobody knows which one killed
+it, so every one of them is re-run *alone*: an isolated task is only sent to an idle worker, and
+nothing else is sent to that worker until it is done.
 """
 
 from __future__ import annotations
@@ -129,6 +135,7 @@ class _Task:
     id: int
     jobs: list[_Job]
     deadline_s: float = 0.0  # seconds allowed (0: none)
+    alone: bool = False  # an isolated retry: runs on an idle worker, with nothing beside it
 
 
 @dataclass
@@ -136,6 +143,7 @@ class _Busy:
     task: _Task
     started: float
     phase: tuple[str, str] | None = None
+    phased: float = 0.0  # when ``phase`` was last reported (the latest one tells what a death hit)
 
 
 def failure(name: str, reason: str) -> AnalyzerResult:
@@ -160,14 +168,16 @@ def dependents(name: str, due: tuple[str, ...]) -> set[str]:
 class Supervisor:
     """Runs tasks on the slots of ``backend`` with fault isolation; see the module docstring.
 
-    ``capacity`` slots are started at once. ``label`` names the stage in logs (``CPU``, ``GPU lane``).
+    ``slots`` workers are started at once, each given up to ``depth`` tasks at a time. ``label``
+    names the stage in logs (``CPU``, ``GPU lane``).
     """
 
-    def __init__(self, backend: Backend, slots: int, *, label: str = "worker") -> None:
+    def __init__(self, backend: Backend, slots: int, *, label: str = "worker", depth: int = 1) -> None:
         self.backend = backend
         self.label = label
+        self.depth = max(1, int(depth))
         self._slots: list[Slot] = []
-        self._busy: dict[int, _Busy] = {}  # slot index -> what it computes
+        self._busy: dict[int, dict[int, _Busy]] = {}  # slot index -> {task id: what it computes}
         self._queue: deque[_Task] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -221,10 +231,10 @@ class Supervisor:
             close_backend()
 
     # -- bookkeeping -------------------------------------------------------------------------
-    def _task(self, jobs: list[_Job]) -> _Task:
+    def _task(self, jobs: list[_Job], *, alone: bool = False) -> _Task:
         self._next_id += 1
         limit = sum(j.unit.timeout for j in jobs) if all(j.unit.timeout > 0 for j in jobs) else 0.0
-        return _Task(self._next_id, jobs, limit)
+        return _Task(self._next_id, jobs, limit, alone)
 
     def _complete(self, job: _Job, results: dict[str, AnalyzerResult]) -> None:
         batch = job.batch
@@ -234,6 +244,9 @@ class Supervisor:
             self._batches.discard(batch)
             if not batch.future.done():
                 batch.future.set_result(batch.results)
+
+    def _jobs_in_flight(self) -> list[_Job]:
+        return [j for running in self._busy.values() for b in running.values() for j in b.task.jobs]
 
     def _strip_broken(self, job: _Job) -> bool:
         """Fail the analyzers whose setup kills workers; True when nothing is left to run."""
@@ -285,7 +298,7 @@ class Supervisor:
         if self._abandon:
             with self._lock:
                 pending = [j for t in self._queue for j in t.jobs]
-                pending += [j for b in self._busy.values() for j in b.task.jobs]
+                pending += self._jobs_in_flight()
                 self._queue.clear()
                 self._busy.clear()
             for job in pending:
@@ -293,69 +306,87 @@ class Supervisor:
 
     def _dispatch(self) -> None:
         for i, slot in enumerate(self._slots):
-            if not self._queue:
-                return
-            if i in self._busy or getattr(slot, "retired", False):  # retired: no room left for it
-                continue
-            task = self._queue.popleft()
-            if self._broken:
-                runnable = []
-                for job in task.jobs:
-                    if self._strip_broken(job):
-                        self._complete(job, {})
-                    else:
-                        runnable.append(job)
-                task.jobs = runnable
-                if not task.jobs:
-                    continue
-            self._busy[i] = _Busy(task, time.monotonic())
-            try:
-                slot.send(task.id, [j.unit for j in task.jobs])
-            except Exception as exc:  # noqa: BLE001 - e.g. a unit that cannot be pickled
-                del self._busy[i]
-                for job in task.jobs:
-                    self._complete(job, {n: failure(n, f"could not be sent to a worker: {exc}")
-                                         for n in job.unit.due})
+            while self._queue and not getattr(slot, "retired", False):  # retired: no room left for it
+                running = self._busy.get(i, {})
+                if running and (len(running) >= self.depth or self._queue[0].alone
+                                or any(b.task.alone for b in running.values())):
+                    break
+                task = self._queue.popleft()
+                if self._broken:
+                    runnable = []
+                    for job in task.jobs:
+                        if self._strip_broken(job):
+                            self._complete(job, {})
+                        else:
+                            runnable.append(job)
+                    task.jobs = runnable
+                    if not task.jobs:
+                        continue
+                self._busy.setdefault(i, {})[task.id] = _Busy(task, time.monotonic())
+                try:
+                    slot.send(task.id, [j.unit for j in task.jobs])
+                except Exception as exc:  # noqa: BLE001 - e.g. a unit that cannot be pickled
+                    self._done(i, task.id)
+                    for job in task.jobs:
+                        self._complete(job, {n: failure(n, f"could not be sent to a worker: {exc}")
+                                             for n in job.unit.due})
+
+    def _done(self, index: int, task_id: int) -> _Busy | None:
+        """Forget task ``task_id`` of slot ``index``; what it was (None when unknown)."""
+        running = self._busy.get(index, {})
+        busy = running.pop(task_id, None)
+        if not running:
+            self._busy.pop(index, None)
+        return busy
 
     def _handle(self, index: int, event: Event) -> None:
-        busy = self._busy.get(index)
-        if busy is None or (event.task is not None and event.task != busy.task.id):
+        running = self._busy.get(index)
+        if not running or (event.task is not None and event.task not in running):
             return  # a late message from a task already given up
         if event.kind != "died":
             self._reported[index] = True
             self._startup_failures = 0
+        if event.kind == "died":
+            self._lost(index, str(event.data), timed_out=False)
+            return
+        if event.task is None:  # a backend that does not say which task: the only one in flight
+            if len(running) != 1:
+                return
+            event.task = next(iter(running))
+        busy = running[event.task]
         if event.kind == "phase":
-            if busy.phase is None or busy.phase[0] == "setup":
-                busy.started = time.monotonic()  # start-up and model loading are not the track's time
+            # start-up, model loading and waiting for a decoded track are not the track's time
+            if busy.phase is None or busy.phase[0] in ("setup", "decode"):
+                busy.started = time.monotonic()
             busy.phase = tuple(event.data)
+            busy.phased = time.monotonic()
             return
         if event.kind == "result":
-            del self._busy[index]
+            self._done(index, event.task)
             for job, res in zip(busy.task.jobs, event.data):
                 self._complete(job, res)
             return
         if event.kind == "error":  # the task raised in the worker (not an analyzer error)
-            del self._busy[index]
+            self._done(index, event.task)
             for job in busy.task.jobs:
                 self._complete(job, {n: failure(n, f"worker failed: {event.data}")
                                      for n in job.unit.due})
-            return
-        if event.kind == "died":
-            self._lost(index, busy, str(event.data), timed_out=False)
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
-        for index, busy in list(self._busy.items()):
-            limit = busy.task.deadline_s
-            fresh = busy.phase is None and not getattr(self._slots[index], "ready", False)
-            grace = START_GRACE_S if fresh else 0.0  # a fresh worker is still importing
-            if limit and now - busy.started > limit + grace:
-                last_phase = getattr(self.backend, "last_phase", None)  # backends that post phases
-                posted = last_phase(self._slots[index]) if last_phase is not None else None
-                if posted is not None:
-                    busy.phase = tuple(posted.data)
-                self._slots[index].kill()
-                self._lost(index, busy, f"timed out after {limit:.0f} s", timed_out=True)
+        for index, running in list(self._busy.items()):
+            for busy in list(running.values()):
+                limit = busy.task.deadline_s
+                fresh = busy.phase is None and not getattr(self._slots[index], "ready", False)
+                grace = START_GRACE_S if fresh else 0.0  # a fresh worker is still importing
+                if limit and now - busy.started > limit + grace:
+                    last_phase = getattr(self.backend, "last_phase", None)  # backends that post phases
+                    posted = last_phase(self._slots[index]) if last_phase is not None else None
+                    if posted is not None and len(running) == 1:
+                        busy.phase = tuple(posted.data)
+                    self._slots[index].kill()
+                    self._lost(index, f"timed out after {limit:.0f} s", timed_out=True)
+                    break  # every task of this worker was handled by _lost
 
     def _restart(self, index: int) -> None:
         """Start a new worker in slot ``index``; a start that fails is tried again a few times
@@ -371,13 +402,14 @@ class Supervisor:
                     raise
                 time.sleep(0.5 * attempt)
 
-    def _lost(self, index: int, busy: _Busy, reason: str, *, timed_out: bool) -> None:
+    def _lost(self, index: int, reason: str, *, timed_out: bool) -> None:
         """The worker of slot ``index`` died (or was killed for overrunning): replace it, then
         isolate, retry or fail the units it had in flight."""
         self.deaths += 1
-        del self._busy[index]
-        jobs = busy.task.jobs
-        step, analyzer = busy.phase or ("", "")
+        running = list(self._busy.pop(index, {}).values())
+        jobs = [j for b in running for j in b.task.jobs]
+        latest = max(running, key=lambda b: b.phased, default=None)
+        step, analyzer = (latest.phase if latest is not None and latest.phase else ("", ""))
         log.warning("%s %d lost (%s) with %d track(s) in flight%s", self.label, index, reason,
                     len(jobs), f" during {step} {analyzer}".rstrip() if step else "")
         try:
@@ -394,7 +426,8 @@ class Supervisor:
             with self._lock:
                 if not self._abandon:
                     self._restart(index)
-                self._queue.appendleft(self._task(jobs))
+                for busy in reversed(running):
+                    self._queue.appendleft(self._task(busy.task.jobs, alone=busy.task.alone))
             return
         with self._lock:
             if not self._abandon:
@@ -405,14 +438,15 @@ class Supervisor:
                 self._broken[analyzer] = f"setup failed: {reason.replace(' while analysing this track', '')}"
                 log.error("%s: %s", analyzer, self._broken[analyzer])
             with self._lock:  # not these tracks' fault: run them again as they were
-                self._queue.appendleft(self._task(jobs))
+                for busy in reversed(running):
+                    self._queue.appendleft(self._task(busy.task.jobs, alone=busy.task.alone))
             return
         retry: list[_Job] = []
+        alone = len(jobs) == 1
         for job in jobs:
             job.deaths += 1
-            alone = len(jobs) == 1
             if not alone:
-                retry.append(job)  # isolate: one unit per task from now on
+                retry.append(job)  # isolate: one unit per task, alone on its worker, from now on
             elif timed_out or job.deaths >= MAX_DEATHS:
                 if self._blame(job, analyzer, reason):
                     retry.append(job)
@@ -420,7 +454,7 @@ class Supervisor:
                 retry.append(job)  # died once alone: maybe another worker's fault (memory), once more
         with self._lock:
             for job in reversed(retry):
-                self._queue.appendleft(self._task([job]))
+                self._queue.appendleft(self._task([job], alone=True))
 
     def _blame(self, job: _Job, analyzer: str, reason: str) -> bool:
         """Fail the analyzer that was running on ``job`` (and what requires it); True when other

@@ -176,12 +176,12 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     specs = [AnalyzerSpec(n, options.params.get(n, {})) for n in analyzers
              if n not in unavailable]
     emit("phase", name="warming up: starting workers, loading models, compiling")
+    budget = options.max_memory or limits.default_memory_budget()
     executor = make_executor(options.executor, specs, workers=workers, device=options.device,
-                             ray_address=options.ray_address)
+                             ray_address=options.ray_address, memory_budget=budget)
     inflight: dict[Future, list[tuple[WorkUnit, Lease]]] = {}
     submitting: list[tuple[WorkUnit, Lease]] = []
     waiting: list[tuple[WorkUnit, Lease]] = []  # leased, held back until memory frees up
-    budget = options.max_memory or limits.default_memory_budget()
     with _StopFlag(raise_on_second=options.executor == "serial") as stop:
         try:
             announced = False

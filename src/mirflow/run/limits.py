@@ -145,6 +145,36 @@ def memory_needed(info: AudioInfo, due: tuple[str, ...]) -> int:
     return total
 
 
+#: Stereo stems per separated track (four sources: drums, bass, other, vocals).
+STEM_SOURCES = 4
+#: The share of the run's memory budget the GPU lane's queues may hold (tracks decoded ahead, in
+#: the models, waiting to be written or handed on); the rest is for the models, the CPU workers and
+#: the coordinator.
+LANE_MEMORY_SHARE = 0.25
+#: Duration assumed for a track whose header cannot be read, seconds (for :func:`held_bytes`).
+UNKNOWN_DURATION_S = 600.0
+
+
+def held_bytes(info: AudioInfo | None, due: tuple[str, ...]) -> int:
+    """Bytes of the arrays one track holds while it waits in a queue of the GPU lane: the decoded
+    mix (``float32``, native rate and channels) and, when ``separation`` is due, the model input
+    and :data:`STEM_SOURCES` stems (``float32``, stereo at 44.1 kHz). From the header only."""
+    if info is None:
+        info = AudioInfo(int(UNKNOWN_DURATION_S * _SEP_SR), _SEP_SR, 2)
+    total = info.decoded_bytes
+    if "separation" in due:
+        stereo_44k = int(info.duration * _SEP_SR) * 2 * _F32
+        total += (1 + STEM_SOURCES) * stereo_44k
+    return total
+
+
+def lane_budget(budget: float) -> float:
+    """Bytes the GPU lane's queues may hold, from the run's budget (``--max-memory``; 0: unknown,
+    no bound). The lane always admits one track when it holds none, so a small budget slows it
+    down but never stops it."""
+    return LANE_MEMORY_SHARE * budget if budget > 0 else 0.0
+
+
 def machine_memory() -> int | None:
     """Bytes of memory this process may use: physical RAM, or a smaller cgroup (container) limit."""
     total = None

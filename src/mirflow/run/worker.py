@@ -55,9 +55,6 @@ class WorkUnit:
     hand_on: bool = False
     #: Leave files (stems) to the later stage's worker to write (see :class:`Decoded`).
     defer_writes: bool = False
-    #: Analyzers of a later stage whose :meth:`~mirflow.analyzers.base.Analyzer.prepare` runs here
-    #: (after decoding; their memoised views travel with the handed-on track).
-    prepare: tuple[str, ...] = ()
 
 
 #: Key of a unit's results under which a worker returns its :class:`Decoded` track (``hand_on``).
@@ -77,24 +74,20 @@ class Decoded:
     #: Files an analyzer of the earlier stage left to write (``{analyzer: writer}``, e.g.
     #: :class:`~mirflow.core.stems_io.StemsToWrite`): written by the next stage's worker first.
     writes: dict[str, Any] = field(default_factory=dict)
-    #: Memoised views computed for the next stage (:attr:`WorkUnit.prepare`), by memo key.
-    views: dict[Any, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, ctx: TrackContext, *, views: bool = False) -> "Decoded | None":
-        """What ``ctx`` holds decoded (with its memoised views when ``views``); ``None`` when it was
-        never decoded."""
+    def of(cls, ctx: TrackContext) -> "Decoded | None":
+        """What ``ctx`` holds decoded; ``None`` when it was never decoded."""
         if ctx._audio is None and ctx._decode_error is None:
             return None
         return cls(ctx._audio, ctx._decode_error, tuple(ctx.warnings), ctx.kept_stems(),
-                   dict(ctx.files_to_write), dict(ctx._memo) if views else {})
+                   dict(ctx.files_to_write))
 
     def context(self, path: Path) -> TrackContext:
         """A fresh context of the track at ``path`` around the decoded signal and stems."""
         ctx = TrackContext(path)
         ctx._audio, ctx._decode_error = self.audio, self.error
         ctx.warnings.extend(self.warnings)
-        ctx._memo.update(self.views)
         for name, (stem_path, audio) in self.stems.items():
             ctx.keep_stem(name, stem_path, audio.samples, audio.sr)
         return ctx
@@ -120,7 +113,6 @@ class Worker:
         self.threads = threads  # CPU threads per analyzer thread pool (0: library default)
         self._analyzers: dict[str, Analyzer] = {}
         self._setup_errors: dict[str, BaseException] = {}
-        self._preparers: dict[str, Analyzer] = {}  # built, never set up (prepare() needs no model)
         self.setup_count: dict[str, int] = {}
 
     def analyzer(self, name: str) -> Analyzer:
@@ -197,29 +189,11 @@ class Worker:
                 for r in res.values():
                     r.warnings = list(ctx.warnings)
         for unit, ctx, res in zip(units, ctxs, results):
-            if unit.prepare:
-                self._prepare(unit, ctx)
             if unit.hand_on:
-                decoded = Decoded.of(ctx, views=bool(unit.prepare))
+                decoded = Decoded.of(ctx)
                 if decoded is not None:
                     res[HANDOFF] = decoded  # type: ignore[assignment] - taken out by the executor
         return results
-
-    def _prepare(self, unit: WorkUnit, ctx: TrackContext) -> None:
-        """Decode ``ctx`` and run the ``prepare`` step of the later stage's analyzers on it. A
-        decode failure travels with the track (its analyzers report it); a failed preparation is
-        only logged: the later stage computes it again and reports its error there."""
-        try:
-            ctx.audio
-        except DecodeError:
-            return
-        for name in unit.prepare:
-            try:
-                if name not in self._preparers:
-                    self._preparers[name] = self.specs[name].build()
-                self._preparers[name].prepare(ctx)
-            except Exception as exc:  # noqa: BLE001 - see the docstring
-                log.debug("prepare %s failed on %s: %s", name, unit.track.dir, describe(exc))
 
     def _write_handed(self, unit: WorkUnit, ctx: TrackContext, sink: dict[str, AnalyzerResult]) -> None:
         """Write the files an earlier stage's analyzer left (stems), before this stage's analyzers
