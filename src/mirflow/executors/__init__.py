@@ -28,8 +28,11 @@ class Executor(Protocol):
 
 
 def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device: str,
-                  ray_address: str | None = None) -> Executor:
-    """Build the executor named ``kind`` (``serial``, ``local`` or ``ray``)."""
+                  ray_address: str | None = None, cores: int | None = None) -> Executor:
+    """Build the executor named ``kind`` (``serial``, ``local`` or ``ray``). ``cores``: the core
+    budget of the local executor's workers (elastic threads); the serial and Ray executors ignore
+    it (serial: one process with the libraries' default threads; Ray: one CPU per actor, the
+    cluster's scheduler owns the cores)."""
     if kind == "serial":
         from .serial import SerialExecutor
 
@@ -37,7 +40,7 @@ def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device:
     if kind == "local":
         from .local import LocalExecutor
 
-        return LocalExecutor(specs, workers=workers, device=device)
+        return LocalExecutor(specs, workers=workers, device=device, cores=cores)
     if kind == "ray":
         from .ray import RayExecutor
 
