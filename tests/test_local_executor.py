@@ -141,3 +141,75 @@ def test_a_handed_write_is_not_followed_by_running_its_analyzer_again(
     (res,) = worker.process([unit])
     assert writer.calls == 1 and "probe_gpu" not in res and res["probe"].status == "ok"
     assert not probe_calls(probe_log, "analyze-gpu") and len(probe_calls(probe_log)) == 1
+
+
+# -- elastic threads ----------------------------------------------------------------------------------
+
+def _threads_seen(log: Path) -> dict[str, list[tuple[int, int | None]]]:
+    """``{track: [(allowance, BLAS threads read back), ...]}`` in the order the probe applied them."""
+    seen: dict[str, list[tuple[int, int | None]]] = {}
+    for line in probe_calls(log, "threads"):
+        _, _pid, track, allowance, blas = line.split()
+        seen.setdefault(track, []).append((int(allowance), None if blas == "None" else int(blas)))
+    return seen
+
+
+def _wait_for(condition, what: str, limit_s: float = 120.0) -> None:
+    """Wait until ``condition()`` holds (a deadline against a hang, not a timing assertion)."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.05)
+
+
+def test_a_worker_alone_takes_the_idle_cores_and_gives_them_back(dataset: Path, probe_log: Path,
+                                                                  tmp_path: Path) -> None:
+    """2 workers, 2 cores: track a runs alone (2 threads), b arrives (1 each), b ends (a: 2 again).
+    The probe re-applies the allowance while it holds, as separation does between passes, and reads
+    the BLAS pool's thread count back from the library."""
+    from conftest import sine, write_track
+    from mirflow.core.dataset import Track
+    from mirflow.executors.local import LocalExecutor
+    from mirflow.run.worker import AnalyzerSpec, WorkUnit
+
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    units = {}
+    for name in ("a", "b"):
+        mix = write_track(dataset, name, sine(seconds=0.2))
+        units[name] = WorkUnit(Track(mix.parent, mix), due=("probe_threads",))
+    ex = LocalExecutor([AnalyzerSpec("probe_threads", {"hold": str(hold)})], workers=2, device="cpu")
+    try:
+        seen = lambda: _threads_seen(probe_log)  # noqa: E731
+        fut_a = ex.submit([units["a"]])
+        _wait_for(lambda: seen().get("a", [])[-1:] == [(2, 2)], "a alone with 2 threads")
+        fut_b = ex.submit([units["b"]])
+        _wait_for(lambda: seen().get("a", [])[-1:] == [(1, 1)] and seen().get("b") == [(1, 1)],
+                  "a and b with 1 thread each")
+        (hold / "release-b").touch()
+        assert fut_b.result(timeout=120)[0]["probe_threads"].status == "ok"
+        _wait_for(lambda: seen()["a"][-1:] == [(2, 2)], "a alone again with 2 threads")
+        (hold / "release-a").touch()
+        (res_a,) = fut_a.result(timeout=120)
+    finally:
+        ex.shutdown()
+    assert res_a["probe_threads"].status == "ok"
+    assert seen() == {"a": [(2, 2), (1, 1), (2, 2)], "b": [(1, 1)]}
+
+
+def test_one_track_gets_every_core_of_the_budget(small_dataset: Path, probe_log: Path) -> None:
+    """One track, ``workers=2``: the run starts one worker, which still gets both cores' threads;
+    with ``workers=1`` it is not elastic and keeps one."""
+    import shutil
+
+    for extra in ("track 1", "track 2", "track 3"):
+        shutil.rmtree(small_dataset / extra)
+    for workers, allowance, blas in ((2, 2, 2), (1, None, 1)):
+        summary = run(small_dataset, RunOptions(analyzers=["probe_threads"], workers=workers,
+                                                force=frozenset({"probe_threads"})))
+        assert summary.failed == 0 and summary.counts["probe_threads"]["done"] == 1, summary.failures
+        data = sidecar(small_dataset / "track 0")
+        assert (data["probe_threads_allowance"], data["probe_threads_blas"]) == (allowance, blas)

@@ -95,6 +95,65 @@ def test_batched_engine_equals_apply_model() -> None:
         assert float((lanes[i] - ref).abs().max()) < 1e-4  # concurrent passes in threads
 
 
+def test_elastic_engine_follows_the_allowance_between_passes() -> None:
+    """With ``threads`` (the worker's elastic allowance), each forward pass runs with as many
+    intra-op threads as the allowance has room for, set in the thread running it: one lane, the
+    allowance moving 1 -> 3 -> 2 while a track is separated; and with lanes, at most
+    ``min(lanes, allowance)`` passes at once. Outputs stay those of ``apply_model``."""
+    import threading
+
+    from demucs.apply import apply_model
+
+    from mirflow.models.demucs_batch import separate_stream
+
+    model = tiny_htdemucs()
+    mix = torch.from_numpy(clip(4.0, seed=1))  # 1 s segments: several passes
+    ref = apply_model(model, mix[None], shifts=0, overlap=0.25)[0]
+    plan = iter([1, 1, 3, 3, 2])
+    asked: list[int] = []
+
+    def allowance() -> int:
+        asked.append(next(plan, 2))
+        return asked[-1]
+
+    used: list[int] = []
+    main_threads = torch.get_num_threads()
+    try:
+        out = dict(separate_stream(model, [(0, mix)], lanes=1, threads=allowance,
+                                   on_forward=lambda n: used.append(torch.get_num_threads())))
+    finally:
+        torch.set_num_threads(main_threads)
+    assert used == asked and used[:5] == [1, 1, 3, 3, 2]
+    assert float((out[0] - ref).abs().max()) < 1e-4
+
+    running, peak, lock = [0], [0], threading.Lock()
+    real_forward = model.forward
+
+    def counting_forward(x):  # noqa: ANN001
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            return real_forward(x)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    model.forward = counting_forward
+    intra: list[int] = []
+    try:
+        for allowed, most in ((1, 1), (4, 2)):
+            peak[0] = 0
+            intra.clear()
+            out = dict(separate_stream(model, [(0, mix)], lanes=2, threads=lambda: allowed,
+                                       on_forward=lambda n: intra.append(torch.get_num_threads())))
+            assert peak[0] <= most and set(intra) == {allowed // most}
+            assert float((out[0] - ref).abs().max()) < 1e-4
+    finally:
+        del model.forward
+        torch.set_num_threads(main_threads)
+
+
 def test_batched_engine_equals_apply_model_for_bag_with_shifts(monkeypatch: pytest.MonkeyPatch) -> None:
     import demucs.apply
     from demucs.apply import BagOfModels, apply_model
@@ -191,6 +250,25 @@ def test_cpu_uses_the_standard_attention_path_with_the_same_stems(repo: Path, da
     finally:
         sep.teardown()
     assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_an_elastic_worker_sizes_its_lanes_by_the_core_budget(repo: Path, dataset: Path) -> None:
+    """In an elastic worker (one thread now, up to 2 when a neighbour idles) separation keeps room
+    for 2 concurrent passes and asks the allowance as it goes."""
+    from mirflow.core import threads
+
+    asked: list[int] = []
+    before = torch.get_num_threads()
+    threads.install(lambda: asked.append(1) or 1, 2)
+    try:
+        sep = separator(repo)
+        assert sep._lanes == 2
+        res = sep.analyze_batch([TrackContext(p) for p in make_tracks(dataset, (1.2, 0.9))])
+        assert all(not isinstance(r, BaseException) for r in res) and asked
+        sep.teardown()
+    finally:
+        threads.uninstall()
+        torch.set_num_threads(before)
 
 
 def test_one_bad_track_fails_alone(repo: Path, dataset: Path) -> None:

@@ -63,3 +63,46 @@ class ProbeGPU(Analyzer):
 
         sf.write(ctx.path.parent / "probe.wav", ctx.audio.samples.T, ctx.sr)
         return {"probe_gpu_pid": os.getpid()}
+
+
+def _blas_threads() -> int | None:
+    """Threads of the BLAS library numpy uses, as ``threadpoolctl`` reads them from the library."""
+    from threadpoolctl import threadpool_info
+
+    counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
+@register
+class ProbeThreads(Analyzer):
+    """Records the elastic thread allowance this worker applied (:mod:`mirflow.core.threads`).
+
+    Like a long analyzer it re-applies the allowance at natural points: it polls until the file
+    ``<hold>/release-<track folder>`` exists (``params["hold"]``; no hold: once), and logs
+    ``threads PID TRACK ALLOWANCE BLAS_THREADS`` each time what it applied changes; BLAS_THREADS is
+    read back from the BLAS library, so the log shows what was applied, not only what was asked."""
+
+    name: ClassVar[str] = "probe_threads"
+    outputs: ClassVar[tuple[str, ...]] = ("probe_threads_allowance", "probe_threads_blas")
+    default_params: ClassVar[dict[str, Any]] = {"hold": "", "limit_s": 120.0}
+
+    def analyze(self, ctx) -> dict[str, Any]:
+        from pathlib import Path
+
+        from mirflow.core.threads import apply_thread_allowance
+
+        track = ctx.path.parent.name
+        release = Path(self.params["hold"]) / f"release-{track}" if self.params["hold"] else None
+        last = None
+        deadline = time.monotonic() + float(self.params["limit_s"])
+        while True:
+            now = (apply_thread_allowance(), _blas_threads())
+            if now != last:
+                _log(f"threads {os.getpid()} {track} {now[0]} {now[1]}")
+                last = now
+            if release is None or release.exists():
+                break
+            if time.monotonic() > deadline:
+                raise AnalysisError(f"probe_threads: {release} never appeared")
+            time.sleep(0.05)
+        return {"probe_threads_allowance": now[0], "probe_threads_blas": now[1]}

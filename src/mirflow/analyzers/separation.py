@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from ..core import devices
+from ..core import threads as core_threads
 from ..core.audio import TrackContext
 from ..core.errors import AnalysisError, ConfigError
 from ..core.stems_io import STEM_BITS, STEM_FORMATS, StemsToWrite, count_clipped, stem_complete
@@ -139,6 +140,7 @@ class SeparationAnalyzer(Analyzer):
         self._precision = self.params["precision"]
         self._batch = 1
         self._lanes = 1
+        self._elastic = False
         self._saved_threads: int | None = None
         self._saved_fastpath: bool | None = None
         self._signature: str | None = None
@@ -231,9 +233,13 @@ class SeparationAnalyzer(Analyzer):
             # own count). Use them as concurrent single-thread forward passes: HTDemucs is many
             # small ops that scale badly over intra-op threads (benchmarks/RESULTS.md, "Where the
             # CPU gain comes from").
+            # An elastic worker (local executor) may later be lent the idle workers' cores: size
+            # the lanes for the most it can get; each forward pass then runs as many lanes as the
+            # allowance of the moment has room for (:mod:`mirflow.core.threads`).
             threads = self.threads or torch.get_num_threads()
-            self._lanes = max(1, min(threads, self.max_cpu_lanes))
-            if self._lanes > 1:
+            self._elastic = core_threads.ceiling() > 0
+            self._lanes = max(1, min(max(threads, core_threads.ceiling()), self.max_cpu_lanes))
+            if self._lanes > 1 and not self._elastic:
                 self._saved_threads = threads
                 torch.set_num_threads(max(1, threads // self._lanes))
         self._decoder = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="mirflow-sep-decode")
@@ -241,6 +247,8 @@ class SeparationAnalyzer(Analyzer):
         where = str(self._device)
         if self._device.kind == "cuda":
             where += f" ({self._device.name})" if self._device.name else ""
+        elif self._device.kind == "cpu" and self._elastic:
+            where += f" (up to {self._lanes} concurrent pass(es), as many as the worker's elastic thread allowance)"
         elif self._device.kind == "cpu":
             where += f" ({self._lanes} concurrent pass(es) x {torch.get_num_threads()} thread(s))"
         log.info("separation: %s loaded in %.1f s on %s, precision %s, %d segment(s) per forward pass",
@@ -306,7 +314,8 @@ class SeparationAnalyzer(Analyzer):
             for i, est in separate_stream(
                     self._model, mixes(indices), batch_size=batch, shifts=self.params["shifts"],
                     overlap=self.params["overlap"], segment=self.params["segment"],
-                    device=self._device.torch, precision=self._precision, lanes=self._lanes):
+                    device=self._device.torch, precision=self._precision, lanes=self._lanes,
+                    threads=core_threads.allowance if self._elastic else None):
                 writes[i] = self._writer.submit(self._write, ctxs[i], est, *norms[i])
 
         try:

@@ -28,9 +28,13 @@ class Executor(Protocol):
 
 
 def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device: str,
-                  ray_address: str | None = None, memory_budget: float = 0.0) -> Executor:
-    """Build the executor named ``kind`` (``serial``, ``local`` or ``ray``); ``memory_budget`` is
-    the run's (``--max-memory``, bytes; 0: unknown), which sizes the local GPU lane's queues."""
+                  ray_address: str | None = None, memory_budget: float = 0.0,
+                  cores: int | None = None) -> Executor:
+    """Build the executor named ``kind`` (``serial``, ``local`` or ``ray``). ``memory_budget``: the
+    run's (``--max-memory``, bytes; 0: unknown), which sizes the local GPU lane's queues. ``cores``:
+    the core budget of the local executor's workers (elastic threads); the serial and Ray executors
+    ignore it (serial: one process with the libraries' default threads; Ray: one CPU per actor, the
+    cluster's scheduler owns the cores)."""
     if kind == "serial":
         from .serial import SerialExecutor
 
@@ -38,7 +42,8 @@ def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device:
     if kind == "local":
         from .local import LocalExecutor
 
-        return LocalExecutor(specs, workers=workers, device=device, memory_budget=memory_budget)
+        return LocalExecutor(specs, workers=workers, device=device, memory_budget=memory_budget,
+                             cores=cores)
     if kind == "ray":
         from .ray import RayExecutor
 

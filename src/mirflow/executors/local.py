@@ -11,6 +11,13 @@ thread (environment variables set before the child imports any numeric library, 
 ``threadpoolctl`` as a second line), so N workers use N cores without oversubscription. Each worker
 builds its analyzers once (``setup()``) and keeps them for the whole run.
 
+No core idles while work remains (*elastic threads*, :mod:`mirflow.core.threads`): the executor
+has a core budget (``cores``: the machine's cores by default, even when fewer workers were started
+because there are fewer tracks) and divides it among the workers that are busy, through a shared
+value per process. A worker alone at the tail of a run, or on one long track, takes the idle cores'
+threads at its next analyzer call, and separation between forward passes (more concurrent
+single-thread passes); they are given back, at the same points, when new work arrives.
+
 With an accelerator (``--device auto`` finding CUDA/ROCm, or ``--device cuda[:N]``/``mps``) and GPU
 analyzers in the run, a *GPU lane* is added: one process that owns the GPU analyzers (one model
 copy on the device) and computes its tracks as a continuous stream
@@ -74,20 +81,25 @@ def accelerator_present(device: str) -> bool:
 class LocalExecutor:
     """A process pool of ``workers`` single-threaded processes, plus a GPU lane when an accelerator
     is used (see the module docstring). ``gpu_lane=None`` decides automatically; ``memory_budget``
-    is the run's (``--max-memory``, bytes; 0: unknown), of which the lane's queues take a share."""
+    is the run's (``--max-memory``, bytes; 0: unknown), of which the lane's queues take a share.
+    ``cores``: the core budget the CPU workers share when some of them are idle (elastic threads;
+    default and minimum ``workers * threads_per_worker``)."""
 
     def __init__(self, specs: list[AnalyzerSpec], *, workers: int, device: str = "auto",
                  threads_per_worker: int = 1, gpu_lane: bool | None = None,
-                 memory_budget: float = 0.0) -> None:
+                 memory_budget: float = 0.0, cores: int | None = None) -> None:
         from .. import analyzers as registry
 
         self.workers = max(1, int(workers))
+        #: Core budget the CPU workers share (elastic threads): at least one core per worker thread.
+        self.cores = max(int(cores or 0), self.workers * max(1, int(threads_per_worker)))
         gpu_specs = [s for s in specs if registry.get(s.name).device == "gpu"]
         if gpu_lane is None:
             gpu_lane = bool(gpu_specs) and accelerator_present(device)
         self._gpu_names = frozenset(s.name for s in gpu_specs) if gpu_lane and gpu_specs else frozenset()
         self._pool = Supervisor(ProcessBackend(list(specs), device=device, threads=threads_per_worker,
-                                               label="worker"), self.workers, label="worker")
+                                               label="worker", cores=self.cores),
+                                self.workers, label="worker")
         self._gpu = (Supervisor(ProcessBackend(gpu_specs, device=device, threads=threads_per_worker,
                                                label="gpu-lane", main=lane_main,
                                                extra=(limits.lane_budget(memory_budget),)),

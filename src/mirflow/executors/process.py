@@ -8,6 +8,14 @@ so when it dies the supervisor knows which analyzer was running.
 Thread pools: every BLAS/OpenMP/numba/torch pool is pinned before the child imports any numeric
 library (environment variables given to the child at start, plus ``threadpoolctl`` in it).
 
+Elastic threads: each process also gets a shared integer, its *thread allowance*, which the backend
+rewrites whenever the number of busy workers changes (:meth:`ProcessBackend.share_cores`: the core
+budget divided among the busy workers, :func:`mirflow.core.threads.shares`). The worker reads it at
+natural points (before each analyzer call; separation between forward passes) and applies it, so
+the cores of idle workers are used by the busy ones at the tail of a run or on a long track, and
+given back when new work arrives. It is a value in shared memory rather than a message because the
+pipe carries one request and its answer at a time, and a busy worker reads nothing from it.
+
 No orphans: a worker exits within about a second of its coordinator's death, however the
 coordinator died (SIGKILL included). On Linux the kernel sends it SIGKILL (``prctl(PR_SET_PDEATHSIG)``,
 set through ctypes at start); everywhere a watchdog thread also polls the parent process id and
@@ -31,6 +39,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from ..core.threads import shares
 from ..run.worker import AnalyzerSpec, WorkUnit, Worker, describe
 from .supervisor import Event, death_reason
 
@@ -65,8 +74,11 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], device: str,
-                threads: int, log_level: int) -> None:
-    """The loop of one worker process: receive ``(task_id, units)``, send back events."""
+                threads: int, log_level: int, allowance: Any = None, cores: int = 0) -> None:
+    """The loop of one worker process: receive ``(task_id, units)``, send back events.
+
+    ``allowance`` (a shared ``c_int``) and ``cores`` make the process elastic (module docstring):
+    it may use up to ``cores`` threads, as many as ``allowance`` says at the moment."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides how to stop
     from ..core.logsetup import configure_from_env
@@ -75,6 +87,10 @@ def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], de
     from threadpoolctl import threadpool_limits
 
     limits = threadpool_limits(limits=threads)  # noqa: F841 - kept for the life of the process
+    if allowance is not None and cores > threads:
+        from ..core import threads as core_threads
+
+        core_threads.install(lambda: allowance.value, cores)
     task_id: list[int | None] = [None]
 
     def phase(step: str, name: str) -> None:
@@ -103,21 +119,24 @@ def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], de
         gc.freeze()  # the process exits next: no collector pass over every object (tenths of a s)
 
 
-def spawn_worker(specs: list[AnalyzerSpec], device: str, threads: int,
-                 name: str, main: Callable[..., None] | None = None,
-                 extra: tuple[Any, ...] = ()) -> tuple[Any, Connection]:
+def spawn_worker(specs: list[AnalyzerSpec], device: str, threads: int, name: str,
+                 cores: int = 0, main: Callable[..., None] | None = None,
+                 extra: tuple[Any, ...] = ()) -> tuple[Any, Connection, Any]:
     """Start one worker process running ``main`` (default :func:`worker_main`; the GPU lane's is
-    :func:`mirflow.executors.gpu_lane.lane_main`, given ``extra`` arguments); returns it and the
-    coordinator's end of its pipe."""
+    :func:`mirflow.executors.gpu_lane.lane_main`, given ``extra`` arguments); returns it, the
+    coordinator's end of its pipe and its thread allowance (a shared ``c_int``, starting at
+    ``threads``; :func:`worker_main` is elastic up to ``cores`` when ``cores > threads``)."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=True)
+    allowance = ctx.RawValue("i", threads)
     saved = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
     for k in THREAD_ENV_VARS:  # inherited by the spawned child before it imports numpy
         os.environ[k] = str(threads)
     try:
         proc = ctx.Process(target=main or worker_main, name=name, daemon=True,
                            args=(child, os.getpid(), specs, device, threads,
-                                 logging.getLogger().getEffectiveLevel(), *extra))
+                                 logging.getLogger().getEffectiveLevel(),
+                                 *((allowance, cores) if main is None else extra)))
         proc.start()
     finally:
         for k, v in saved.items():
@@ -126,7 +145,7 @@ def spawn_worker(specs: list[AnalyzerSpec], device: str, threads: int,
             else:
                 os.environ[k] = v
     child.close()
-    return proc, parent
+    return proc, parent, allowance
 
 
 class ProcessSlot:
@@ -138,13 +157,14 @@ class ProcessSlot:
         self.label = backend.label
         self.proc: Any = None
         self.conn: Connection | None = None
+        self.allowance: Any = None  # the worker's shared thread allowance (spawn_worker)
         self.starts = 0
 
     def start(self) -> None:
         """Start this slot's worker: a warm spare when one is ready (after the first loss), else a
         new process."""
         spare = self.backend.take_spare() if self.starts else None
-        self.proc, self.conn = spare or self.backend.spawn(f"{self.index}")
+        self.proc, self.conn, self.allowance = spare or self.backend.spawn(f"{self.index}")
         if self.starts:
             self.backend.keep_spare()  # the next replacement is ready at once
         self.starts += 1
@@ -196,7 +216,7 @@ class ProcessBackend:
     """
 
     def __init__(self, specs: list[AnalyzerSpec], *, device: str, threads: int = 1,
-                 label: str = "worker", main: Callable[..., None] | None = None,
+                 label: str = "worker", cores: int = 0, main: Callable[..., None] | None = None,
                  extra: tuple[Any, ...] = ()) -> None:
         self.specs = specs
         self.main = main  # the process's loop (None: worker_main)
@@ -204,18 +224,34 @@ class ProcessBackend:
         self.device = device
         self.threads = threads
         self.label = label
-        self._spare: tuple[Any, Connection] | None = None
+        #: Core budget shared by this backend's busy workers (elastic threads); at most ``threads``
+        #: per worker when not larger than that.
+        self.cores = cores
+        self._spare: tuple[Any, Connection, Any] | None = None
         self._spawned = 0
 
     def new_slot(self, index: int) -> ProcessSlot:
         return ProcessSlot(index, self)
 
-    def spawn(self, name: str) -> tuple[Any, Connection]:
+    def spawn(self, name: str) -> tuple[Any, Connection, Any]:
         self._spawned += 1
         return spawn_worker(self.specs, self.device, self.threads, f"mirflow-{self.label}-{name}",
-                            self.main, self.extra)
+                            self.cores, self.main, self.extra)
 
-    def take_spare(self) -> tuple[Any, Connection] | None:
+    def share_cores(self, slots: list[ProcessSlot], busy: list[int]) -> None:
+        """Publish each worker's thread allowance: the core budget divided among the busy slots
+        (``busy``: their indices, in ``slots``' order), ``threads`` for the idle ones. Called by the
+        supervisor whenever the busy set changes, before a task is sent."""
+        if self.cores <= self.threads:
+            return  # not elastic: every worker keeps the threads it started with
+        given = dict(zip(busy, shares(self.cores, len(busy))))
+        for i, slot in enumerate(slots):
+            if slot.allowance is not None:
+                n = given.get(i, self.threads)
+                if slot.allowance.value != n:
+                    slot.allowance.value = n
+
+    def take_spare(self) -> tuple[Any, Connection, Any] | None:
         spare, self._spare = self._spare, None
         if spare is not None and spare[0].is_alive():
             return spare
@@ -231,7 +267,7 @@ class ProcessBackend:
         """Stop the spare process (the slots are closed by the supervisor)."""
         spare, self._spare = self._spare, None
         if spare is not None:
-            proc, conn = spare
+            proc, conn, _allowance = spare
             try:
                 conn.send(None)
             except OSError:

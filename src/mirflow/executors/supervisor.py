@@ -304,7 +304,16 @@ class Supervisor:
             for job in pending:
                 job.batch.future.cancel()
 
+    def _share_cores(self) -> None:
+        """Tell a backend that lends idle workers' cores to busy ones (elastic threads, local
+        processes) which slots are busy now."""
+        share = getattr(self.backend, "share_cores", None)
+        if share is not None:
+            share(self._slots, sorted(self._busy))
+
     def _dispatch(self) -> None:
+        """Give queued tasks to free workers; the thread allowances are published every time,
+        before a task is sent and at the end (workers may have finished since the last call)."""
         for i, slot in enumerate(self._slots):
             while self._queue and not getattr(slot, "retired", False):  # retired: no room left for it
                 running = self._busy.get(i, {})
@@ -323,6 +332,7 @@ class Supervisor:
                     if not task.jobs:
                         continue
                 self._busy.setdefault(i, {})[task.id] = _Busy(task, time.monotonic())
+                self._share_cores()  # the busy workers give threads back before the new one starts
                 try:
                     slot.send(task.id, [j.unit for j in task.jobs])
                 except Exception as exc:  # noqa: BLE001 - e.g. a unit that cannot be pickled
@@ -330,6 +340,7 @@ class Supervisor:
                     for job in task.jobs:
                         self._complete(job, {n: failure(n, f"could not be sent to a worker: {exc}")
                                              for n in job.unit.due})
+        self._share_cores()
 
     def _done(self, index: int, task_id: int) -> _Busy | None:
         """Forget task ``task_id`` of slot ``index``; what it was (None when unknown)."""

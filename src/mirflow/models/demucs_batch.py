@@ -196,7 +196,7 @@ def separate_stream(model: torch.nn.Module, mixes: Iterable[tuple[Hashable, torc
                     batch_size: int = 1, shifts: int = 0, overlap: float = 0.25,
                     segment: float | None = None, transition_power: float = 1.0,
                     device: str | torch.device | None = None, precision: str = "fp32",
-                    seed: int = 0, lanes: int = 1,
+                    seed: int = 0, lanes: int = 1, threads: Callable[[], int] | None = None,
                     on_forward: Callable[[int], None] | None = None,
                     ) -> Iterator[tuple[Hashable, torch.Tensor]]:
     """Separate a stream of mixes, batching model segments across tracks.
@@ -226,6 +226,12 @@ def separate_stream(model: torch.nn.Module, mixes: Iterable[tuple[Hashable, torc
         Forward passes in flight at once. On the CPU, ``lanes > 1`` runs them in that many threads
         (set torch's intra-op threads to 1 first, or they oversubscribe the cores); on CUDA passes
         are already asynchronous and ``lanes`` only bounds how many are queued.
+    threads : callable, optional
+        CPU only: how many threads the stream may use *now*, asked before every forward pass (the
+        elastic allowance of :mod:`mirflow.core.threads`). ``min(lanes, threads())`` passes then
+        run at once, each with ``threads() // passes`` intra-op threads (set in the thread that runs
+        it), so a track already running uses cores that free up, and gives them back, between
+        passes. ``None``: ``lanes`` passes at once, intra-op threads as the caller set them.
     on_forward : callable, optional
         Called with the number of segments of every forward pass (for tests and statistics).
 
@@ -252,7 +258,9 @@ def separate_stream(model: torch.nn.Module, mixes: Iterable[tuple[Hashable, torc
     chunks = _chunks(model, mixes, tracks, shifts=shifts, overlap=overlap, segment=segment,
                      transition_power=transition_power, seed=seed)
 
-    def forward(m_idx: int, batch: list[_Chunk]) -> tuple[torch.Tensor, Any]:
+    def forward(m_idx: int, batch: list[_Chunk], intra: int) -> tuple[torch.Tensor, Any]:
+        if intra and torch.get_num_threads() != intra:  # per thread: set where the pass runs
+            torch.set_num_threads(intra)
         x = torch.cat([c.input for c in batch])
         if cuda:
             x = x.pin_memory().to(dev, non_blocking=True)
@@ -270,15 +278,28 @@ def separate_stream(model: torch.nn.Module, mixes: Iterable[tuple[Hashable, torc
             return host, event
         return y, None
 
-    threads = ThreadPoolExecutor(lanes, thread_name_prefix="demucs-lane") if lanes > 1 and not cuda else None
+    elastic = threads is not None and not cuda
+    pool = ThreadPoolExecutor(lanes, thread_name_prefix="demucs-lane") if lanes > 1 and not cuda else None
     in_flight: deque[tuple[list[_Chunk], Future]] = deque()
 
+    def width() -> tuple[int, int]:
+        """(passes at once, intra-op threads per pass; 0: leave them) for the next pass."""
+        if not elastic:
+            return lanes, 0
+        allowed = max(1, int(threads()))  # type: ignore[misc] - elastic implies a callable
+        passes = min(lanes, allowed)
+        return passes, max(1, allowed // passes)
+
     def launch(m_idx: int, batch: list[_Chunk]) -> None:
-        if threads is not None:
-            in_flight.append((batch, threads.submit(forward, m_idx, batch)))
+        passes, intra = width()
+        if elastic:  # never more passes running than the allowance has room for
+            while len(in_flight) >= passes:
+                finish_oldest()
+        if pool is not None:
+            in_flight.append((batch, pool.submit(forward, m_idx, batch, intra)))
         else:
             done: Future = Future()
-            done.set_result(forward(m_idx, batch))
+            done.set_result(forward(m_idx, batch, intra))
             in_flight.append((batch, done))
 
     def finish_oldest() -> None:
@@ -315,5 +336,5 @@ def separate_stream(model: torch.nn.Module, mixes: Iterable[tuple[Hashable, torc
         yield from completed()
         assert not tracks, "every track must have been completed"
     finally:
-        if threads is not None:
-            threads.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -166,6 +166,7 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
 
     # the Ray executor sizes its CPU pool to the cluster's free CPUs (bounded by the tracks)
     workers = options.workers or (len(pending) if options.executor == "ray" else os.cpu_count()) or 1
+    cores = workers  # the local workers' core budget: kept when fewer tracks than workers remain
     workers = max(1, min(workers, len(pending)))
     timing = Timing(analyzers, unavailable=unavailable, device=options.device, started=started,
                     workers=1 if options.executor == "serial" else workers)
@@ -178,7 +179,7 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     emit("phase", name="warming up: starting workers, loading models, compiling")
     budget = options.max_memory or limits.default_memory_budget()
     executor = make_executor(options.executor, specs, workers=workers, device=options.device,
-                             ray_address=options.ray_address, memory_budget=budget)
+                             ray_address=options.ray_address, memory_budget=budget, cores=cores)
     inflight: dict[Future, list[tuple[WorkUnit, Lease]]] = {}
     submitting: list[tuple[WorkUnit, Lease]] = []
     waiting: list[tuple[WorkUnit, Lease]] = []  # leased, held back until memory frees up

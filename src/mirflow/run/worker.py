@@ -23,6 +23,7 @@ from ..core.audio import Audio, TrackContext
 from ..core.dataset import Track
 from ..core.errors import Blocked, DecodeError, MirflowError
 from ..core.sidecar import AnalyzerResult
+from ..core.threads import apply_thread_allowance
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ class Worker:
                     runnable.append(i)
             if runnable:
                 self.analyzer_or_none(name)  # set up first: a crash there is the setup's fault
+                apply_thread_allowance()  # the cores idle workers lend this one (local executor)
                 self.on_phase("analyze", name)
                 self._run_one_analyzer(name, [units[i] for i in runnable], [ctxs[i] for i in runnable],
                                        [results[i] for i in runnable])
