@@ -25,3 +25,22 @@ def build_dataset(corpus: Path, dest: Path, tracks: int, seconds: float) -> list
         sf.write(folder / "full_mix.flac", y, sr)
         out.append(folder / "full_mix.flac")
     return out
+
+
+def save_demucs_repo(model, folder: Path, signature: str, name: str) -> Path:
+    """Save a Demucs ``model`` (random weights are enough for speed) as a local Demucs repository:
+    ``folder/<signature>-<sha256[:8]>.th`` (Demucs' naming, checked on load) and ``folder/<name>.yaml``
+    naming it as a one-model bag; returns ``folder``."""
+    import hashlib
+    import io
+
+    import torch
+
+    args, kwargs = model._init_args_kwargs
+    buf = io.BytesIO()
+    torch.save({"klass": type(model), "args": args, "kwargs": kwargs, "state": model.state_dict()}, buf)
+    checksum = hashlib.sha256(buf.getvalue()).hexdigest()[:8]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{signature}-{checksum}.th").write_bytes(buf.getvalue())
+    (folder / f"{name}.yaml").write_text(f"models: ['{signature}']\n")
+    return folder

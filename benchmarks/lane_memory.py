@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
-import io
 import json
 import os
 import platform
@@ -57,13 +55,9 @@ def small_repo(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = HTDemucs(sources=SOURCES, channels=4, t_layers=1, t_heads=1, t_hidden_scale=1.0,
                      dconv_comp=2, segment=Fraction(39, 5))
-    args, kwargs = model._init_args_kwargs
-    buf = io.BytesIO()
-    torch.save({"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": model.state_dict()}, buf)
-    checksum = hashlib.sha256(buf.getvalue()).hexdigest()[:8]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"5a110000-{checksum}.th").write_bytes(buf.getvalue())
-    (folder / f"{MODEL_NAME}.yaml").write_text("models: ['5a110000']\n")
+    from clips import save_demucs_repo  # benchmarks/ is on sys.path when run as a script
+
+    save_demucs_repo(model, folder, "5a110000", MODEL_NAME)
     n = sum(p.numel() for p in model.parameters())
     print(f"model: small HTDemucs, {n / 1e3:.0f}k parameters (random weights)", flush=True)
     return folder

@@ -33,8 +33,6 @@ difference of (c)'s stems in bf16 against fp32.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import os
 import platform
@@ -62,13 +60,9 @@ def full_size_repo(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = HTDemucs(sources=SOURCES, bottom_channels=512, segment=Fraction(39, 5))
     n_params = sum(p.numel() for p in model.parameters())
-    args, kwargs = model._init_args_kwargs
-    buf = io.BytesIO()
-    torch.save({"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": model.state_dict()}, buf)
-    checksum = hashlib.sha256(buf.getvalue()).hexdigest()[:8]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"0badc0de-{checksum}.th").write_bytes(buf.getvalue())
-    (folder / f"{MODEL_NAME}.yaml").write_text("models: ['0badc0de']\n")
+    from clips import save_demucs_repo  # benchmarks/ is on sys.path when run as a script
+
+    save_demucs_repo(model, folder, "0badc0de", MODEL_NAME)
     print(f"model: HTDemucs full size, {n_params / 1e6:.1f}M parameters (random weights) in {folder}")
     return folder
 
