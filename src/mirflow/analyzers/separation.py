@@ -292,8 +292,6 @@ class SeparationAnalyzer(Analyzer):
             raise AnalysisError("separation.setup() was not called")
         import torch
 
-        from ..models.demucs_batch import separate_stream
-
         sr = int(self._model.samplerate)
         results: list[dict[str, Any] | BaseException | None] = [None] * len(ctxs)
         prepared = [self._decoder.submit(_model_input, ctx, sr) for ctx in ctxs]
@@ -311,11 +309,7 @@ class SeparationAnalyzer(Analyzer):
                 yield i, torch.from_numpy(mix)
 
         def run(indices, batch):
-            for i, est in separate_stream(
-                    self._model, mixes(indices), batch_size=batch, shifts=self.params["shifts"],
-                    overlap=self.params["overlap"], segment=self.params["segment"],
-                    device=self._device.torch, precision=self._precision, lanes=self._lanes,
-                    threads=core_threads.allowance if self._elastic else None):
+            for i, est in self._separate(mixes(indices), batch):
                 writes[i] = self._writer.submit(self._write, ctxs[i], est, *norms[i])
 
         try:
@@ -323,10 +317,7 @@ class SeparationAnalyzer(Analyzer):
                 run(range(len(ctxs)), self._batch)
             except Exception as exc:  # noqa: BLE001 - retried per track below
                 left = [i for i in range(len(ctxs)) if i not in writes and results[i] is None]
-                log.warning("separation: batched pass failed (%s: %s); retrying %d track(s) one at a time",
-                            type(exc).__name__, exc, len(left))
-                if self._device.kind == "cuda":
-                    torch.cuda.empty_cache()
+                self._batch_failed(exc, len(left))
                 for i in left:
                     try:
                         run([i], 1)
@@ -365,10 +356,7 @@ class SeparationAnalyzer(Analyzer):
             raise AnalysisError("separation.setup() was not called")
         import torch
 
-        from ..models.demucs_batch import separate_stream
-
         sr = int(self._model.samplerate)
-        key = ("separation-input", sr)
         inputs: dict[int, tuple[TrackContext, np.ndarray, float, float]] = {}
         failed: deque[tuple[TrackContext, BaseException]] = deque()
 
@@ -384,14 +372,11 @@ class SeparationAnalyzer(Analyzer):
 
         def run(source: Iterable[tuple[int, Any]], batch: int
                 ) -> Iterator[tuple[TrackContext, dict[str, Any] | BaseException]]:
-            for n, est in separate_stream(
-                    self._model, source, batch_size=batch, shifts=self.params["shifts"],
-                    overlap=self.params["overlap"], segment=self.params["segment"],
-                    device=self._device.torch, precision=self._precision, lanes=self._lanes):
+            for n, est in self._separate(source, batch):
                 while failed:
                     yield failed.popleft()
                 ctx, _mix, mean, std = inputs.pop(n)
-                ctx._memo.pop(key, None)
+                _forget_model_input(ctx, sr)
                 try:
                     out: dict[str, Any] | BaseException = self._write(ctx, est, mean, std)
                 except Exception as exc:  # noqa: BLE001 - one failed write fails its track only
@@ -401,19 +386,36 @@ class SeparationAnalyzer(Analyzer):
         try:
             yield from run(mixes(), self._batch)
         except Exception as exc:  # noqa: BLE001 - retried per track below
-            log.warning("separation: batched pass failed (%s: %s); retrying %d track(s) one at a time",
-                        type(exc).__name__, exc, len(inputs))
-            if self._device.kind == "cuda":
-                torch.cuda.empty_cache()
+            self._batch_failed(exc, len(inputs))
             for n, (ctx, mix, _mean, _std) in sorted(inputs.items()):
                 try:
                     yield from run([(n, torch.from_numpy(mix))], 1)
                 except Exception as exc1:  # noqa: BLE001 - this track fails, the others go on
                     inputs.pop(n, None)
-                    ctx._memo.pop(key, None)
+                    _forget_model_input(ctx, sr)
                     yield ctx, exc1
         while failed:
             yield failed.popleft()
+
+    def _separate(self, source: Iterable[tuple[Any, Any]], batch: int) -> Iterator[tuple[Any, Any]]:
+        """The batched engine over ``source`` (``(key, standardised mix tensor)`` pairs) with this
+        analyzer's model, parameters, device, precision and CPU lanes (elastic when the worker is)."""
+        from ..models.demucs_batch import separate_stream
+
+        return separate_stream(
+            self._model, source, batch_size=batch, shifts=self.params["shifts"],
+            overlap=self.params["overlap"], segment=self.params["segment"],
+            device=self._device.torch, precision=self._precision, lanes=self._lanes,
+            threads=core_threads.allowance if self._elastic else None)
+
+    def _batch_failed(self, exc: BaseException, tracks: int) -> None:
+        """Log a failed batched pass and free the accelerator's cache before the per-track retry."""
+        log.warning("separation: batched pass failed (%s: %s); retrying %d track(s) one at a time",
+                    type(exc).__name__, exc, tracks)
+        if self._device.kind == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
 
     def _write(self, ctx: TrackContext, est, mean: float, std: float) -> dict[str, Any]:
         sources = (est * std + mean).numpy()  # (n_sources, 2, n) float32, denormalised
@@ -471,9 +473,19 @@ class SeparationAnalyzer(Analyzer):
         return all(stem_complete(p, frames=frames, sr=int(sr)) for p in files)
 
 
+#: Memo key (with the model's rate) of the standardised model input in a track's context.
+_INPUT_MEMO = "separation-input"
+
+
 def _model_input(ctx: TrackContext, sr: int) -> tuple[np.ndarray, float, float]:
-    """:func:`_prepare` memoised in ``ctx`` (computed once, also when a CPU worker prepared it)."""
-    return ctx.memo(("separation-input", sr), lambda: _prepare(ctx, sr))
+    """:func:`_prepare` memoised in ``ctx`` (computed once, also when the lane's decode threads
+    prepared it)."""
+    return ctx.memo((_INPUT_MEMO, sr), lambda: _prepare(ctx, sr))
+
+
+def _forget_model_input(ctx: TrackContext, sr: int) -> None:
+    """Drop :func:`_model_input`'s memo from ``ctx`` (the track is separated: free its copy)."""
+    ctx._memo.pop((_INPUT_MEMO, sr), None)
 
 
 def _prepare(ctx: TrackContext, sr: int) -> tuple[np.ndarray, float, float]:
