@@ -114,9 +114,18 @@ def track_timeout(info: AudioInfo | None, configured: float = 0.0) -> float:
     return max(MIN_TIMEOUT_S, TIMEOUT_PER_AUDIO_SECOND * info.duration)
 
 
+#: Stereo stems per separated track (four sources: drums, bass, other, vocals).
+STEM_SOURCES = 4
+
+
+def _stereo_44k_bytes(info: AudioInfo) -> int:
+    """Bytes of the track as float32 stereo at separation's 44.1 kHz (the model input, one stem)."""
+    return int(info.duration * _SEP_SR) * 2 * _F32
+
+
 def _sep_bytes(info: AudioInfo) -> int:
-    stereo_44k = int(info.duration * _SEP_SR) * 2 * _F32
-    return 6 * stereo_44k + int(1.5 * GIB)  # input, four stems, overlap-add buffers; the model
+    # input, four stems, overlap-add buffers; the model
+    return (1 + STEM_SOURCES + 1) * _stereo_44k_bytes(info) + int(1.5 * GIB)
 
 
 #: Bytes an analyzer holds beyond the decoded track and its shared views, from the header.
@@ -127,7 +136,7 @@ ANALYZER_MEMORY = {
     "rhythm": lambda info: int(info.duration * 22050) * _F32 * 2,
     "separation": _sep_bytes,
     "classifiers": lambda info: int(info.duration * 16000) * _F32 * 2 + int(0.5 * GIB),
-    "stems": lambda info: int(info.duration * _SEP_SR) * 2 * _F32 * 2,
+    "stems": lambda info: 2 * _stereo_44k_bytes(info),
 }
 
 
@@ -145,8 +154,6 @@ def memory_needed(info: AudioInfo, due: tuple[str, ...]) -> int:
     return total
 
 
-#: Stereo stems per separated track (four sources: drums, bass, other, vocals).
-STEM_SOURCES = 4
 #: The share of the run's memory budget the GPU lane's queues may hold (tracks decoded ahead, in
 #: the models, waiting to be written or handed on); the rest is for the models, the CPU workers and
 #: the coordinator.
@@ -163,8 +170,7 @@ def held_bytes(info: AudioInfo | None, due: tuple[str, ...]) -> int:
         info = AudioInfo(int(UNKNOWN_DURATION_S * _SEP_SR), _SEP_SR, 2)
     total = info.decoded_bytes
     if "separation" in due:
-        stereo_44k = int(info.duration * _SEP_SR) * 2 * _F32
-        total += (1 + STEM_SOURCES) * stereo_44k
+        total += (1 + STEM_SOURCES) * _stereo_44k_bytes(info)
     return total
 
 
