@@ -1,4 +1,5 @@
-"""Short benchmark datasets cut from the real corpus (``make corpus``), shared by the benchmarks."""
+"""Helpers shared by the benchmarks: short datasets cut from the real corpus (``make corpus``), a
+random-weight Demucs repository, the CPU time of finished child processes."""
 
 from __future__ import annotations
 
@@ -44,3 +45,12 @@ def save_demucs_repo(model, folder: Path, signature: str, name: str) -> Path:
     (folder / f"{signature}-{checksum}.th").write_bytes(buf.getvalue())
     (folder / f"{name}.yaml").write_text(f"models: ['{signature}']\n")
     return folder
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's finished (waited-for) children, for the CPU time
+    of a variant run as a subprocess: take the difference around the run."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime

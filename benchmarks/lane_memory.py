@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import soundfile as sf
+
+from clips import children_cpu, save_demucs_repo  # benchmarks/ is on sys.path when run as a script
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 MODEL_NAME = "htdemucs_small_random"
@@ -55,8 +56,6 @@ def small_repo(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = HTDemucs(sources=SOURCES, channels=4, t_layers=1, t_heads=1, t_hidden_scale=1.0,
                      dconv_comp=2, segment=Fraction(39, 5))
-    from clips import save_demucs_repo  # benchmarks/ is on sys.path when run as a script
-
     save_demucs_repo(model, folder, "5a110000", MODEL_NAME)
     n = sum(p.numel() for p in model.parameters())
     print(f"model: small HTDemucs, {n / 1e3:.0f}k parameters (random weights)", flush=True)
@@ -143,11 +142,6 @@ class TreeSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def run_variant(src: str, dataset: Path, repo: Path, analyzers: str, workers: int,

@@ -34,7 +34,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -44,11 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from separation import MODEL_NAME, clean, full_size_repo, make_clips  # noqa: E402
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+from clips import children_cpu  # noqa: E402
 
 
 class GpuSampler:
