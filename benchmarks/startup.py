@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from clips import children_cpu  # benchmarks/ is on sys.path when run as a script
 
 DEFAULT_SETS = ("loudness", "default")
 
@@ -80,12 +81,11 @@ def run_once(dataset: Path, analyzers: str, workers: int, src: Path | None = Non
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src / "src"), env.get("PYTHONPATH")]))
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = children_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
+    cpu = children_cpu() - used
     try:
         summary = json.loads(proc.stdout)
     except json.JSONDecodeError:
