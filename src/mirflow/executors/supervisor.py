@@ -437,8 +437,7 @@ class Supervisor:
             with self._lock:
                 if not self._abandon:
                     self._restart(index)
-                for busy in reversed(running):
-                    self._queue.appendleft(self._task(busy.task.jobs, alone=busy.task.alone))
+                self._requeue(running)
             return
         with self._lock:
             if not self._abandon:
@@ -449,8 +448,7 @@ class Supervisor:
                 self._broken[analyzer] = f"setup failed: {reason.replace(' while analysing this track', '')}"
                 log.error("%s: %s", analyzer, self._broken[analyzer])
             with self._lock:  # not these tracks' fault: run them again as they were
-                for busy in reversed(running):
-                    self._queue.appendleft(self._task(busy.task.jobs, alone=busy.task.alone))
+                self._requeue(running)
             return
         retry: list[_Job] = []
         alone = len(jobs) == 1
@@ -466,6 +464,12 @@ class Supervisor:
         with self._lock:
             for job in reversed(retry):
                 self._queue.appendleft(self._task([job], alone=True))
+
+    def _requeue(self, running: list[_Busy]) -> None:
+        """Put the tasks a lost worker had in flight back at the head of the queue, as they were
+        (same jobs, same isolation), in their original order. Call with the lock held."""
+        for busy in reversed(running):
+            self._queue.appendleft(self._task(busy.task.jobs, alone=busy.task.alone))
 
     def _blame(self, job: _Job, analyzer: str, reason: str) -> bool:
         """Fail the analyzer that was running on ``job`` (and what requires it); True when other
