@@ -12,14 +12,13 @@ time.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ..run.stream import StreamWorker
 from ..run.worker import AnalyzerSpec, Worker
-from .process import die_with_parent
+from .process import start_child
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +31,7 @@ def lane_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], devi
               threads: int, log_level: int, held_budget: float = 0.0) -> None:
     """The loop of the GPU lane's process: receive ``(task_id, units)`` and hand them to the
     stream; ``None`` (or the coordinator gone) ends it after the tasks received are done."""
-    die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides how to stop
-    from ..core.logsetup import configure_from_env
-
-    configure_from_env(log_level)
-    from threadpoolctl import threadpool_limits
-
-    limits = threadpool_limits(limits=threads)  # noqa: F841 - kept for the life of the process
+    limits = start_child(parent_pid, threads, log_level)  # noqa: F841 - kept for the process's life
     from .. import analyzers as registry
 
     registry.available_names()  # import the analyzer modules now, not on the first track's time

@@ -73,20 +73,28 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="mirflow-parent-watchdog", daemon=True).start()
 
 
+def start_child(parent_pid: int, threads: int, log_level: int) -> Any:
+    """What every mirflow child process (CPU worker, GPU lane) does first: exit with its parent,
+    leave Ctrl-C to the coordinator, take the parent's logging settings (-v/-vv/--log-file,
+    third-party loggers quiet), and pin the BLAS/OpenMP pools to ``threads``. Returns the
+    ``threadpoolctl`` limits, to be kept for the life of the process."""
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides how to stop
+    from ..core.logsetup import configure_from_env
+
+    configure_from_env(log_level)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
+
+
 def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], device: str,
                 threads: int, log_level: int, allowance: Any = None, cores: int = 0) -> None:
     """The loop of one worker process: receive ``(task_id, units)``, send back events.
 
     ``allowance`` (a shared ``c_int``) and ``cores`` make the process elastic (module docstring):
     it may use up to ``cores`` threads, as many as ``allowance`` says at the moment."""
-    die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides how to stop
-    from ..core.logsetup import configure_from_env
-
-    configure_from_env(log_level)  # the parent's -v/-vv/--log-file, third-party loggers quiet
-    from threadpoolctl import threadpool_limits
-
-    limits = threadpool_limits(limits=threads)  # noqa: F841 - kept for the life of the process
+    limits = start_child(parent_pid, threads, log_level)  # noqa: F841 - kept for the process's life
     if allowance is not None and cores > threads:
         from ..core import threads as core_threads
 
