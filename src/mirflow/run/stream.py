@@ -336,16 +336,8 @@ class StreamWorker:
             if decoded is not None:
                 res[HANDOFF] = decoded  # type: ignore[assignment] - taken out by the executor
         else:
-            for name, writer in ctx.files_to_write.items():
-                self._phase(item.task, "analyze", name)
-                start = time.perf_counter()
-                try:
-                    writer.write()
-                except Exception as exc:  # noqa: BLE001 - this track's outputs fail, the run goes on
-                    log.warning("%s: writing outputs of %s failed: %s", name, item.unit.track.dir,
-                                describe(exc))
-                    res[name] = self.worker._result(name, "error", error=f"writing outputs failed: {describe(exc)}",
-                                                    seconds=time.perf_counter() - start)
+            self.worker.write_files(ctx.files_to_write, ctx, item.unit.track.dir, res,
+                                    lambda step, name: self._phase(item.task, step, name))
             ctx.files_to_write.clear()
         if ctx.warnings:
             for r in res.values():

@@ -199,19 +199,25 @@ class Worker:
 
     def _write_handed(self, unit: WorkUnit, ctx: TrackContext, sink: dict[str, AnalyzerResult]) -> None:
         """Write the files an earlier stage's analyzer left (stems), before this stage's analyzers
-        read them; a failed write fails that analyzer on this track (its result replaces the
-        earlier stage's). The analyzer is named in the phase, so a worker killed here blames it."""
+        read them (see :meth:`write_files`)."""
         assert unit.decoded is not None
-        for name, writer in unit.decoded.writes.items():
-            self.on_phase("analyze", name)
+        self.write_files(unit.decoded.writes, ctx, unit.track.dir, sink, self.on_phase)
+
+    def write_files(self, writes: dict[str, Any], ctx: TrackContext, where: Path,
+                    sink: dict[str, AnalyzerResult], phase: Callable[[str, str], None]) -> None:
+        """Write the files analyzers left to write (``{analyzer: writer}``, e.g. stems) and keep
+        what was written in ``ctx`` for the analyzers that read it. A failed write fails that
+        analyzer on this track (its result in ``sink`` replaces an earlier one). The analyzer is
+        named in the phase, so a worker killed here blames it."""
+        for name, writer in writes.items():
+            phase("analyze", name)
             start = time.perf_counter()
             try:
                 writer.keep_in(ctx, writer.write())
             except Exception as exc:  # noqa: BLE001 - this track's outputs fail, the run goes on
-                log.warning("%s: writing outputs of %s failed: %s", name, unit.track.dir, describe(exc))
-                sink[name] = AnalyzerResult(status="error", error=f"writing outputs failed: {describe(exc)}",
-                                            version=registry.get(name).version,
-                                            seconds=time.perf_counter() - start)
+                log.warning("%s: writing outputs of %s failed: %s", name, where, describe(exc))
+                sink[name] = self._result(name, "error", error=f"writing outputs failed: {describe(exc)}",
+                                          seconds=time.perf_counter() - start)
 
     def _missing_requirement(self, name: str, unit: WorkUnit, done: dict[str, AnalyzerResult]) -> str | None:
         for dep in registry.get(name).requires:
