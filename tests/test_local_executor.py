@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from conftest import probe_calls, sidecar
 from test_fault_isolation import CULPRITS, _dataset, faults  # noqa: F401 - a fixture
+from mirflow.core import shared
 from mirflow.core.config import RunOptions
 from mirflow.run.coordinator import run
 
@@ -27,6 +29,26 @@ def test_gpu_lane_feeds_the_cpu_lane(small_dataset: Path, probe_log: Path,
     assert len(probe_calls(probe_log, "setup-gpu")) == 1
     data = sidecar(small_dataset / "track 0")
     assert data["probe_frames"] > 0 and data["probe_probe_frames"] == data["probe_frames"]
+
+
+def _record_releases(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The shared-memory hand-offs the coordinator (this process) releases, by file."""
+    released: list[str] = []
+    release = shared.Shipped.release
+
+    def record(self: shared.Shipped) -> None:
+        if self.path is not None:
+            released.append(self.path)
+        release(self)
+
+    monkeypatch.setattr(shared.Shipped, "release", record)
+    return released
+
+
+def _leftovers() -> list[Path]:
+    """Hand-off files this coordinator's children left in shared memory."""
+    folder = shared.shared_dir()
+    return sorted(folder.glob(f"{shared.PREFIX}{os.getpid()}-*")) if folder else []
 
 
 def _decodes(log: Path) -> dict[str, int]:
@@ -60,11 +82,15 @@ def test_every_track_is_decoded_once_and_stems_never(lane: bool, dataset: Path,
     log = tmp_path / "decodes.log"
     monkeypatch.setenv(DECODE_LOG_ENV, str(log))
     monkeypatch.setattr(local, "accelerator_present", lambda device: lane)
+    released = _record_releases(monkeypatch)
     params = {"separation": {"model": "tiny", "repo": str(repo)},
               "stems": {"analyzers": ["loudness", "spectral"]}}
     summary = run(dataset, RunOptions(analyzers=["separation", "stems", "loudness", "spectral"],
                                       workers=2, params=params))
     assert summary.failed == 0, summary.failures
+    # with the lane, each track (mix and unwritten stems) went to its CPU worker in shared memory
+    assert len(released) == (3 if lane and shared.shared_dir() else 0)
+    assert _leftovers() == []
     assert summary.counts["separation"]["done"] == 3 and summary.counts["stems"]["done"] == 3
     counts = _decodes(log)
     mixes = {k: v for k, v in counts.items() if k.split("/")[1].startswith("full_mix")}
@@ -109,6 +135,32 @@ def test_streaming_lane_isolates_culprits_and_hands_tracks_on(dataset: Path, tmp
     innocent = {k: v for k, v in decodes.items() if k.split("/")[0] not in culprits}
     assert len(innocent) == 20 and set(innocent.values()) <= {1, 2} and 1 in innocent.values()
     assert sum(v - 1 for v in decodes.values()) <= 4 * 2 * local.LANE_WINDOW
+
+
+def test_a_cpu_worker_killed_on_a_handed_track_fails_only_that_track(dataset: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      faults: Path) -> None:
+    """The CPU workers die (SIGKILL, segfault, exit) or hang on tracks the lane handed them through
+    shared memory: each such track is re-run alone from the same hand-off (not decoded again) and
+    fails with its own reason; every other track completes; no hand-off file is left."""
+    import mirflow.executors.local as local
+    from mirflow.core.audio import DECODE_LOG_ENV
+
+    monkeypatch.setattr(local, "accelerator_present", lambda device: True)
+    log = dataset.parent / "decodes.log"
+    monkeypatch.setenv(DECODE_LOG_ENV, str(log))
+    released = _record_releases(monkeypatch)
+    culprits = {k: v.replace("4 s", "3 s") for k, v in CULPRITS.items()}
+    names = _dataset(dataset, culprits=culprits)
+    summary = run(dataset, RunOptions(analyzers=["probe_gpu", "fault"], workers=2, track_timeout=3))
+    assert {f.track: f.error for f in summary.failures} == culprits
+    assert summary.counts["fault"]["done"] == 20 and summary.counts["probe_gpu"]["done"] == 24
+    for name in names:
+        assert sidecar(dataset / name)["_mirflow"]["probe_gpu"]["status"] == "ok"
+    assert set(_decodes(log).values()) == {1}  # retries opened the hand-off again
+    if shared.shared_dir():
+        assert len(released) == 24
+    assert _leftovers() == []
 
 
 def test_a_handed_write_is_not_followed_by_running_its_analyzer_again(

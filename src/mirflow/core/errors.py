@@ -58,6 +58,12 @@ class Blocked(MirflowError):
     """An analyzer cannot run on this track because an input it needs is missing (e.g. no stems)."""
 
 
+class HandOffLost(MirflowError):
+    """A track handed from one worker process to another through shared memory
+    (:mod:`mirflow.core.shared`) is gone before it was read: removed by a cleanup, or its run was
+    stopped. The track's analyzers must run again."""
+
+
 class TrackTimeout(BaseException):
     """Raised by the serial executor's timer in the analysing thread when a track overruns its time
     limit. A ``BaseException`` (like ``KeyboardInterrupt``) so the per-analyzer ``except Exception``

@@ -37,8 +37,12 @@ copy on the device) and computes its tracks as a continuous stream
   on) stay within its share of ``--max-memory`` (:func:`mirflow.run.limits.lane_budget`, per track
   :func:`mirflow.run.limits.held_bytes` from the header), never below one track.
 
-The arrays travel pickled through the pipes (a 55 s stereo 44.1 kHz track: 19 MB of mix and 78 MB
-of stems from the lane through the coordinator to a CPU worker) only when CPU analyzers are due.
+The arrays (a 55 s stereo 44.1 kHz track: 19 MB of mix and 78 MB of stems) are handed on only when
+CPU analyzers are due, and then through shared memory (:mod:`mirflow.core.shared`): the lane copies
+them once into a file in ``/dev/shm``, the coordinator forwards a handle of a few hundred bytes, and
+the CPU worker maps the file. Where there is no room there (or no ``/dev/shm``) they are pickled
+through the pipes instead. The coordinator removes every hand-off file once its track's CPU part is
+over, and at shutdown any file a lost lane left.
 
 A lane that dies (or overruns a track's time limit) with several tracks in flight is replaced and
 every one of those tracks is re-run alone on the new lane (:mod:`mirflow.executors.supervisor`), so
@@ -51,13 +55,15 @@ the per-stem analyzers in memory inside one worker.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import Future
 from dataclasses import replace
 
+from ..core import shared
 from ..core.sidecar import AnalyzerResult
 from ..run import limits
-from ..run.worker import HANDOFF, AnalyzerSpec, WorkUnit, describe
+from ..run.worker import HANDOFF, AnalyzerSpec, ShippedTrack, WorkUnit, describe
 from .gpu_lane import LANE_WINDOW, lane_main
 from .lanes import ok_names, then_cpu
 from .process import THREAD_ENV_VARS, ProcessBackend
@@ -109,6 +115,9 @@ class LocalExecutor:
         self.capacity = self.workers * 2 + (LANE_WINDOW if self._gpu else 0)
         if self._gpu:
             log.info("GPU lane for %s on %s", ", ".join(sorted(self._gpu_names)), device)
+            stale = shared.sweep()  # left by runs whose coordinator was killed
+            if stale:
+                log.info("removed %d shared-memory hand-off file(s) of earlier runs", stale)
 
     def submit(self, units: list[WorkUnit]) -> "Future[list[dict[str, AnalyzerResult]]]":
         if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):
@@ -156,6 +165,8 @@ class LocalExecutor:
 
         def cpu_units(gpu_results: list[dict[str, AnalyzerResult]]) -> list[WorkUnit]:
             handed = [res.pop(HANDOFF, None) for res in gpu_results]
+            # whatever becomes of the CPU part, the shared memory it was handed goes with it
+            outer.add_done_callback(lambda _f: [d.release() for d in handed if isinstance(d, ShippedTrack)])
             # files the GPU lane left to write (stems) are written by a CPU worker first: their
             # analyzer is due there too, so a failed write (or a worker lost writing) fails it
             return [replace(unit, due=(*(d.writes if d else ()),
@@ -174,3 +185,5 @@ class LocalExecutor:
         for sup in (self._gpu, self._pool):  # the GPU lane first: it feeds the CPU workers
             if sup is not None:
                 sup.shutdown(cancel=cancel)
+        if self._gpu is not None:  # hand-offs of a lane lost between writing one and sending it
+            shared.sweep(owner=os.getpid())

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from ..core import shared
 from ..core.threads import shares
 from ..run.worker import AnalyzerSpec, WorkUnit, Worker, describe
 from .supervisor import Event, death_reason
@@ -79,6 +80,7 @@ def start_child(parent_pid: int, threads: int, log_level: int) -> Any:
     third-party loggers quiet), and pin the BLAS/OpenMP pools to ``threads``. Returns the
     ``threadpoolctl`` limits, to be kept for the life of the process."""
     die_with_parent(parent_pid)
+    shared.set_owner(parent_pid)  # shared-memory hand-offs are swept by the coordinator
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides how to stop
     from ..core.logsetup import configure_from_env
 

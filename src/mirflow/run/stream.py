@@ -46,7 +46,7 @@ from ..core.audio import TrackContext
 from ..core.errors import DecodeError
 from ..core.sidecar import AnalyzerResult
 from . import limits
-from .worker import HANDOFF, Decoded, WorkUnit, Worker, describe
+from .worker import HANDOFF, Decoded, ShippedTrack, WorkUnit, Worker, describe
 
 log = logging.getLogger(__name__)
 
@@ -333,8 +333,8 @@ class StreamWorker:
         assert ctx is not None
         if item.unit.hand_on:
             decoded = Decoded.of(ctx)
-            if decoded is not None:
-                res[HANDOFF] = decoded  # type: ignore[assignment] - taken out by the executor
+            if decoded is not None:  # its arrays wait in shared memory; the pipes carry a handle
+                res[HANDOFF] = ShippedTrack.of(decoded)  # type: ignore[assignment] - taken out by the executor
         else:
             self.worker.write_files(ctx.files_to_write, ctx, item.unit.track.dir, res,
                                     lambda step, name: self._phase(item.task, step, name))

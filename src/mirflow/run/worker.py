@@ -14,14 +14,15 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import analyzers as registry
 from ..analyzers.base import Analyzer
 from ..core.audio import Audio, TrackContext
 from ..core.dataset import Track
-from ..core.errors import Blocked, DecodeError, MirflowError
+from ..core.errors import Blocked, DecodeError, HandOffLost, MirflowError
+from ..core.shared import Shipped, ship
 from ..core.sidecar import AnalyzerResult
 from ..core.threads import apply_thread_allowance
 
@@ -50,8 +51,9 @@ class WorkUnit:
     timeout: float = 0.0
     #: Estimated peak bytes for analysing this unit (:func:`mirflow.run.limits.memory_needed`; 0: unknown).
     memory: int = 0
-    #: The track already decoded by an earlier stage (its analyzers run on it, no decode here).
-    decoded: "Decoded | None" = None
+    #: The track already decoded by an earlier stage (its analyzers run on it, no decode here);
+    #: between processes of one machine its arrays may wait in shared memory (:class:`ShippedTrack`).
+    decoded: "Decoded | ShippedTrack | None" = None
     #: Return the decoded track (and stems made in memory) under :data:`HANDOFF` for a later stage.
     hand_on: bool = False
     #: Leave files (stems) to the later stage's worker to write (see :class:`Decoded`).
@@ -92,6 +94,28 @@ class Decoded:
         for name, (stem_path, audio) in self.stems.items():
             ctx.keep_stem(name, stem_path, audio.samples, audio.sr)
         return ctx
+
+
+@dataclass(frozen=True)
+class ShippedTrack:
+    """A :class:`Decoded` track whose arrays wait in shared memory (:func:`mirflow.core.shared.ship`):
+    what the pipes carry from the GPU lane through the coordinator to a CPU worker."""
+
+    shipped: Shipped
+    #: The analyzers whose files the receiving worker writes first (the keys of ``Decoded.writes``).
+    writes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, decoded: Decoded) -> "ShippedTrack":
+        return cls(ship(decoded), tuple(decoded.writes))
+
+    def open(self) -> Decoded:
+        """The track again (:meth:`mirflow.core.shared.Shipped.open`)."""
+        return self.shipped.open()
+
+    def release(self) -> None:
+        """Free its shared memory (the coordinator, once the receiving task is over)."""
+        self.shipped.release()
 
 
 def describe(exc: BaseException) -> str:
@@ -156,6 +180,16 @@ class Worker:
         already in memory (:func:`mirflow.analyze`); they keep what the analyzers computed.
         """
         self.on_phase("decode", "")
+        units, lost = self._open_handed(units)
+        if lost:  # the earlier stage's work on these tracks is gone: they fail, the others go on
+            kept = [i for i in range(len(units)) if i not in lost]
+            done = self.process([units[i] for i in kept],
+                                [contexts[i] for i in kept] if contexts is not None else None)
+            merged: list[dict[str, AnalyzerResult]] = [
+                {n: self._result(n, "error", error=lost[i]) for n in units[i].due} for i in range(len(units))]
+            for i, res in zip(kept, done):
+                merged[i] = res
+            return merged
         ctxs = contexts if contexts is not None else [
             u.decoded.context(u.track.mix) if u.decoded is not None else TrackContext(u.track.mix)
             for u in units]
@@ -196,6 +230,19 @@ class Worker:
                 if decoded is not None:
                     res[HANDOFF] = decoded  # type: ignore[assignment] - taken out by the executor
         return results
+
+    @staticmethod
+    def _open_handed(units: list[WorkUnit]) -> tuple[list[WorkUnit], dict[int, str]]:
+        """``units`` with each track shipped through shared memory opened (a :class:`Decoded` again),
+        and ``{index: reason}`` for those whose hand-off was lost."""
+        opened, lost = list(units), {}
+        for i, unit in enumerate(units):
+            if isinstance(unit.decoded, ShippedTrack):
+                try:
+                    opened[i] = replace(unit, decoded=unit.decoded.open())
+                except HandOffLost as exc:
+                    lost[i] = describe(exc)
+        return opened, lost
 
     def _write_handed(self, unit: WorkUnit, ctx: TrackContext, sink: dict[str, AnalyzerResult]) -> None:
         """Write the files an earlier stage's analyzer left (stems), before this stage's analyzers
