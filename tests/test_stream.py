@@ -91,3 +91,45 @@ def test_lane_forced_on_cpu_holds_no_more_than_max_memory_allows(dataset: Path, 
     assert max(int(e[2]) for e in events) <= 2
     assert max(int(e[5]) for e in events) > 2  # the bound, not a lack of tracks, kept it there
     assert len(probe_calls(probe_log)) == 12
+
+
+def test_a_model_the_lane_holds_counts_once_not_per_track(dataset: Path, tmp_path: Path,
+                                                          probe_log: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lane holds one copy of its model for every track: ``--max-memory`` counts it once, so a
+    budget with room for the model and two tracks keeps two tracks in flight (counted per track it
+    would keep one), and never more; a model bigger than the budget fails every track, saying so."""
+    import mirflow.executors.local as local
+    import mirflow_probe
+
+    monkeypatch.setattr(local, "accelerator_present", lambda device: True)
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+    submit = local.LocalExecutor.submit
+
+    def counting(self, units):  # the coordinator's tracks in flight, as it hands them out
+        with lock:
+            in_flight[0] += len(units)
+            most[0] = max(most[0], in_flight[0])
+        fut = submit(self, units)
+
+        def done(_f) -> None:
+            with lock:
+                in_flight[0] -= len(units)
+
+        fut.add_done_callback(done)
+        return fut
+
+    monkeypatch.setattr(local.LocalExecutor, "submit", counting)
+    for i in range(6):
+        write_track(dataset, f"t{i:02d}", sine(200.0 + 20 * i, 1.0))
+    per_track = 2 * limits.audio_info(next(dataset.glob("t00/full_mix.*"))).decoded_bytes
+    monkeypatch.setattr(mirflow_probe.ProbeGPU, "model_memory", 3 * per_track)
+    summary = run(dataset, RunOptions(analyzers=["probe_gpu", "probe"], workers=1, chunk=1,
+                                      max_memory=5 * per_track, params={"probe_gpu": {"sleep": 0.3}}))
+    assert summary.failed == 0, summary.failures
+    assert most[0] == 2
+    monkeypatch.setattr(mirflow_probe.ProbeGPU, "model_memory", 5 * per_track)
+    again = run(dataset, RunOptions(analyzers=["probe_gpu"], workers=1, max_memory=5 * per_track,
+                                    force=frozenset({"probe_gpu"})))
+    assert again.failed == 6 and all("budget" in f.error for f in again.failures)

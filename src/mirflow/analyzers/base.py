@@ -111,6 +111,9 @@ class Analyzer:
     batchable : bool
         True when ``analyze_batch`` does real cross-track batching (executors then hand it
         several tracks at once).
+    model_memory : int
+        Bytes its model takes in the process that holds it (0: no model); ``--max-memory``
+        counts it once per process that holds a copy (:mod:`mirflow.run.limits`).
     Params : type[AnalyzerParams]
         The declared parameters (types, ranges, choices, defaults); user configuration overrides
         the defaults and is validated against it when the analyzer is built.
@@ -133,6 +136,7 @@ class Analyzer:
     after: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
     batchable: ClassVar[bool] = False
+    model_memory: ClassVar[int] = 0
     Params: ClassVar[type[AnalyzerParams]] = AnalyzerParams
     threads: int = 0
 

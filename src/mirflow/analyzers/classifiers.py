@@ -324,6 +324,7 @@ class ClassifiersAnalyzer(Analyzer):
     version = 2
     device = "gpu"
     batchable = True
+    model_memory = 1 << 29  # about 0.5 GiB: embedding model and heads
     outputs: ClassVar[tuple[str, ...]] = tuple(models.classifier_keys())
 
     class Params(AnalyzerParams):

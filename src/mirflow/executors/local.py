@@ -111,6 +111,9 @@ class LocalExecutor:
                                                extra=(limits.lane_budget(memory_budget),)),
                                 1, label="GPU lane", depth=LANE_WINDOW)
                      if self._gpu_names else None)
+        #: Analyzers whose model one process (the lane) holds for every track: the coordinator
+        #: counts their memory once, not per track in flight.
+        self.models_held_once = self._gpu_names
         # one chunk computing and one waiting per CPU worker; the lane's window on top
         self.capacity = self.workers * 2 + (LANE_WINDOW if self._gpu else 0)
         if self._gpu:

@@ -180,6 +180,9 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     budget = options.max_memory or limits.default_memory_budget()
     executor = make_executor(options.executor, specs, workers=workers, device=options.device,
                              ray_address=options.ray_address, memory_budget=budget, cores=cores)
+    # models one process holds for every track (the GPU lane's) are counted once, not per track
+    held = frozenset(getattr(executor, "models_held_once", frozenset())) & set().union(*due_names.values())
+    fixed = limits.models_memory(held)
     inflight: dict[Future, list[tuple[WorkUnit, Lease]]] = {}
     submitting: list[tuple[WorkUnit, Lease]] = []
     waiting: list[tuple[WorkUnit, Lease]] = []  # leased, held back until memory frees up
@@ -198,11 +201,11 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
                     waiting = []
                 while (pending or waiting) and not stop.count and len(inflight) < executor.capacity:
                     submitting = waiting or _lease_chunk(pending, chunk, analyzers, unavailable,
-                                                         options, summary, emit)
+                                                         options, summary, emit, held)
                     waiting = []
-                    submitting = _over_budget(submitting, budget, analyzers, summary, emit, timing)
+                    submitting = _over_budget(submitting, budget, fixed, analyzers, summary, emit, timing)
                     need = sum(u.memory for u, _ in submitting)
-                    if submitting and inflight and budget and need + sum(
+                    if submitting and inflight and budget and fixed + need + sum(
                             u.memory for v in inflight.values() for u, _ in v) > budget:
                         waiting, submitting = submitting, []  # wait for tracks in flight to finish
                         break
@@ -240,19 +243,21 @@ def _check_named_available(named: list[str], unavailable: dict[str, str]) -> Non
         raise ConfigError("; ".join(f"{n} cannot run here: {r}" for n, r in missing.items()))
 
 
-def _over_budget(leased: list[tuple[WorkUnit, Lease]], budget: float,
+def _over_budget(leased: list[tuple[WorkUnit, Lease]], budget: float, fixed: int,
                  analyzers: dict[str, Analyzer], summary: RunSummary, emit: ProgressFn,
                  timing: Any) -> list[tuple[WorkUnit, Lease]]:
-    """Fail (and write) the tracks whose estimated working set exceeds ``budget``; the rest."""
+    """Fail (and write) the tracks whose estimated working set, with the ``fixed`` bytes of the
+    models held once for the run, exceeds ``budget``; the rest."""
     if not budget:
         return leased
-    over = [(u, lease) for u, lease in leased if u.memory > budget]
+    over = [(u, lease) for u, lease in leased if fixed + u.memory > budget]
     if not over:
         return leased
     reason = "needs about {} GiB, budget {} GiB (--max-memory)"
     fut: Future = Future()
     fut.set_result([{n: AnalyzerResult(status="error", error=reason.format(
-        limits.describe_gib(u.memory), limits.describe_gib(budget))) for n in u.due} for u, _ in over])
+        limits.describe_gib(fixed + u.memory), limits.describe_gib(budget))) for n in u.due}
+        for u, _ in over])
     _finish(fut, over, analyzers, summary, emit, timing)
     return [x for x in leased if x not in over]
 
@@ -267,7 +272,8 @@ def _count_terminal(summary: RunSummary, decisions: dict[str, Any]) -> None:
 
 def _lease_chunk(pending: deque[Track], chunk: int, analyzers: dict[str, Analyzer],
                  unavailable: dict[str, str], options: RunOptions,
-                 summary: RunSummary, emit: ProgressFn) -> list[tuple[WorkUnit, Lease]]:
+                 summary: RunSummary, emit: ProgressFn,
+                 held: frozenset[str] = frozenset()) -> list[tuple[WorkUnit, Lease]]:
     """Take up to ``chunk`` tracks from ``pending`` whose lease we get and that are still due."""
     leased: list[tuple[WorkUnit, Lease]] = []
     while pending and len(leased) < chunk:
@@ -294,7 +300,7 @@ def _lease_chunk(pending: deque[Track], chunk: int, analyzers: dict[str, Analyze
         info = limits.audio_info(track.mix)
         leased.append((WorkUnit(track, due, ready,
                                 timeout=limits.track_timeout(info, options.track_timeout),
-                                memory=limits.memory_needed(info, due) if info else 0), lease))
+                                memory=limits.memory_needed(info, due, held) if info else 0), lease))
     return leased
 
 

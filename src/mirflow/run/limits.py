@@ -26,6 +26,10 @@ Every track is decoded whole into memory today; what each analyzer adds to that:
 - ``separation``: cannot stream the output: four stems at 44.1 kHz stereo are held until written, plus
   the model (about 1.5 GiB on CPU);
 - ``classifiers``: the mel patches of the whole track plus the model (about 0.5 GiB);
+
+A model (``Analyzer.model_memory``) counts once per track in flight, as each track in flight may
+have a worker process with its own copy, except where one process holds it for every track (the
+local executor's GPU lane: ``models_held_once``): there it counts once for the run.
 - ``stems``: reads one stem at a time.
 """
 
@@ -124,8 +128,8 @@ def _stereo_44k_bytes(info: AudioInfo) -> int:
 
 
 def _sep_bytes(info: AudioInfo) -> int:
-    # input, four stems, overlap-add buffers; the model
-    return (1 + STEM_SOURCES + 1) * _stereo_44k_bytes(info) + int(1.5 * GIB)
+    # input, four stems, overlap-add buffers
+    return (1 + STEM_SOURCES + 1) * _stereo_44k_bytes(info)
 
 
 #: Bytes an analyzer holds beyond the decoded track and its shared views, from the header.
@@ -135,13 +139,18 @@ ANALYZER_MEMORY = {
     "tonal": lambda info: int(info.duration * 22050) * _F32,
     "rhythm": lambda info: int(info.duration * 22050) * _F32 * 2,
     "separation": _sep_bytes,
-    "classifiers": lambda info: int(info.duration * 16000) * _F32 * 2 + int(0.5 * GIB),
+    "classifiers": lambda info: int(info.duration * 16000) * _F32 * 2,
     "stems": lambda info: 2 * _stereo_44k_bytes(info),
 }
 
 
-def memory_needed(info: AudioInfo, due: tuple[str, ...]) -> int:
-    """Estimated peak bytes for analysing ``due`` on one track (see the module docstring)."""
+def memory_needed(info: AudioInfo, due: tuple[str, ...], models_held: frozenset[str] = frozenset()) -> int:
+    """Estimated peak bytes for analysing ``due`` on one track (see the module docstring).
+
+    Each due analyzer's model counts once per track, as when every track in flight has a worker
+    process, each with its own copy; except the analyzers in ``models_held``, whose one copy serves
+    every track (the local executor's GPU lane) and is counted once for the run
+    (:func:`models_memory`)."""
     from .. import analyzers as registry
 
     total = 2 * info.decoded_bytes
@@ -151,7 +160,17 @@ def memory_needed(info: AudioInfo, due: tuple[str, ...]) -> int:
             total += int(hook(info.frames, info.channels, info.sr))
         elif name in ANALYZER_MEMORY:
             total += int(ANALYZER_MEMORY[name](info))
+        if name not in models_held:
+            total += registry.get(name).model_memory
     return total
+
+
+def models_memory(names: frozenset[str] | set[str]) -> int:
+    """Bytes of the models of ``names`` held once for the whole run (``Analyzer.model_memory``:
+    the CPU copy; on an accelerator the host side of a model is smaller, so an upper bound)."""
+    from .. import analyzers as registry
+
+    return sum(registry.get(n).model_memory for n in names)
 
 
 #: The share of the run's memory budget the GPU lane's queues may hold (tracks decoded ahead, in
