@@ -22,6 +22,9 @@ run, each variant in a fresh process (so each pays its own start-up, as a user w
 (s) **separation only**, ``mirflow run DATASET -a separation`` (same defaults): the throughput the
     whole pipeline is compared with.
 
+``--precision bf16|fp16`` runs separation in that precision in (b) (``torch.autocast`` around
+``apply_model``), (c) and (s) (``--sep-precision``); (a) keeps the ``demucs`` command's fp32.
+
 Models: htdemucs is ``demucs.htdemucs.HTDemucs`` with the ``htdemucs`` configuration
 (``benchmarks/separation.py``: 41.5M parameters), saved as a local Demucs repo under the name
 ``htdemucs``. The classifiers are the VGGish family at full size (``benchmarks/classifiers.py``:
@@ -267,8 +270,11 @@ def _classify(session, path: Path) -> float:
     return float(act[:, 0].mean())
 
 
-def _separate_loaded(model, path: Path, device: str) -> None:
-    """The seed's optimized separation of one file: decode, ``apply_model``, write the stems."""
+def _separate_loaded(model, path: Path, device: str, precision: str = "fp32") -> None:
+    """The seed's optimized separation of one file: decode, ``apply_model``, write the stems
+    (``precision`` other than fp32: under ``torch.autocast``, as the seed would add it)."""
+    import contextlib
+
     import soundfile as sf
     import torch
     from demucs.apply import apply_model
@@ -279,9 +285,11 @@ def _separate_loaded(model, path: Path, device: str) -> None:
     wav = torch.from_numpy(resample(to_stereo(audio.samples), audio.sr, model.samplerate))
     ref = wav.mean(0)
     mean, std = ref.mean(), ref.std() + 1e-8
-    with torch.no_grad():
+    autocast = (contextlib.nullcontext() if precision == "fp32" else torch.autocast(
+        device.split(":")[0], dtype=torch.bfloat16 if precision == "bf16" else torch.float16))
+    with torch.no_grad(), autocast:
         sources = apply_model(model, ((wav - mean) / std)[None], shifts=1, overlap=0.25,
-                              device=device)[0]
+                              device=device)[0].float()
     sources = (sources * std + mean).cpu().numpy()
     for name, stem in zip(model.sources, sources):
         sf.write(str(path.parent / f"{name}.wav"), stem.T, model.samplerate, subtype="PCM_16")
@@ -315,7 +323,7 @@ def variant_a(tracks: list[Path], work: Path, device: str) -> dict:
     return {"stages": stages}
 
 
-def variant_b(tracks: list[Path], work: Path, device: str) -> dict:
+def variant_b(tracks: list[Path], work: Path, device: str, precision: str = "fp32") -> dict:
     sys.path.insert(0, str(HERE))
     import cpu_features as seedcpu
     from demucs.pretrained import get_model
@@ -327,7 +335,7 @@ def variant_b(tracks: list[Path], work: Path, device: str) -> dict:
     load = time.perf_counter() - t
     t = time.perf_counter()
     for path in tracks:
-        _separate_loaded(model, path, device)
+        _separate_loaded(model, path, device, precision)
     _sync(device)
     stages["separation"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -342,9 +350,12 @@ def variant_b(tracks: list[Path], work: Path, device: str) -> dict:
     return {"stages": stages, "model_load_s": load}
 
 
-def variant_mirflow(dataset: Path, work: Path, device: str, separation_only: bool) -> dict:
+def variant_mirflow(dataset: Path, work: Path, device: str, separation_only: bool,
+                    precision: str = "fp32") -> dict:
     cmd = [sys.executable, "-m", "mirflow", "run", str(dataset), "--sep-repo", str(work / "demucs"),
            "--json"]
+    if precision != "fp32":
+        cmd += ["--sep-precision", precision]
     if separation_only:
         cmd += ["-a", "separation"]
     else:
@@ -374,9 +385,9 @@ def child_main(args: argparse.Namespace) -> None:
     if args.child == "a":
         res = variant_a(tracks, args.work, args.device_torch)
     elif args.child == "b":
-        res = variant_b(tracks, args.work, args.device_torch)
+        res = variant_b(tracks, args.work, args.device_torch, args.precision)
     else:
-        res = variant_mirflow(dataset, args.work, args.device, args.child == "s")
+        res = variant_mirflow(dataset, args.work, args.device, args.child == "s", args.precision)
     res["wall_s"] = time.perf_counter() - t0
     Path(args.result).write_text(json.dumps(res))
 
@@ -396,7 +407,7 @@ def run_variant(v: str, dataset: Path, args: argparse.Namespace, monitor_index: 
     result, usage = args.work / f"result-{v}.json", args.work / f"usage-{v}.json"
     cmd = [sys.executable, "-c", WRAPPER, str(usage), sys.executable, str(Path(__file__).resolve()),
            "--child", v, "--dataset", str(dataset), "--work", str(args.work),
-           "--device", args.device, "--result", str(result)]
+           "--device", args.device, "--precision", args.precision, "--result", str(result)]
     monitor = AcceleratorMonitor(monitor_index, interval=0.1) if monitor_index is not None else None
     note = "n/a: CPU run" if monitor is None else ""
     if monitor is not None and not monitor.start():
@@ -418,7 +429,8 @@ def to_markdown(report: dict) -> str:
     env, rows = report["env"], report["variants"]
     tracks, audio = env["tracks"], env["audio_s"]
     lines = [f"### Whole pipeline, {env['device']} ({env['date']})", "",
-             f"- **Machine**: {env['machine']}; load average {env['load_avg_start']:.1f} at start, "
+             f"- **Machine**: {env['machine']}; separation in {env.get('precision', 'fp32')}; "
+             f"load average {env['load_avg_start']:.1f} at start, "
              f"{env['load_avg_end']:.1f} at the end.",
              f"- **Tracks**: {tracks} x {env['clip']} from `{env['corpus']}` ({audio:.0f} s of audio): "
              + ", ".join(env["track_names"]) + ".",
@@ -464,6 +476,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="clip length; 0 = whole tracks")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (mirflow's choice)")
     ap.add_argument("--variants", default="a,b,c,s")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                    help="separation precision of (b) (autocast), (c) and (s) (--sep-precision); "
+                         "default fp32, mirflow's default")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     ap.add_argument("--out", type=Path, help="folder for pipeline.json and pipeline.md")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -506,6 +521,7 @@ def main() -> None:
             gpu_index = int(args.device.split(":")[1]) if ":" in args.device else 0
             machine += f", {torch.cuda.get_device_name(gpu_index)}"
         env = {"date": started, "machine": machine, "device": args.device, "torch": torch.__version__,
+               "precision": args.precision,
                "tracks": len(mixes), "audio_s": audio, "corpus": str(args.corpus),
                "clip": f"{args.seconds:.0f} s clips" if args.seconds else "whole tracks",
                "track_names": [m.parent.name for m in mixes], "load_avg_start": load0,

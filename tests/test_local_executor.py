@@ -111,23 +111,35 @@ def test_every_track_is_decoded_once_and_stems_never(lane: bool, dataset: Path,
         assert keys and {k: from_files[k] for k in keys} == {k: in_memory[i][k] for k in keys}
 
 
-def test_streaming_lane_isolates_culprits_and_hands_tracks_on(dataset: Path, tmp_path: Path,
+def _faults_with_the_lane(dataset: Path, monkeypatch: pytest.MonkeyPatch,
+                          analyzers: list[str]) -> tuple[list[str], dict[str, str], Path]:
+    """24 tracks with the fault plugin's 4 culprits (3 s time limit) through ``analyzers`` (a GPU
+    one and a CPU one), the lane forced on the CPU: exactly the culprits fail, with their reasons,
+    and both analyzers complete on every other track. Returns the names, the culprits and the
+    decode log."""
+    import mirflow.executors.local as local
+    from mirflow.core.audio import DECODE_LOG_ENV
+
+    monkeypatch.setattr(local, "accelerator_present", lambda device: True)
+    log = dataset.parent / "decodes.log"
+    monkeypatch.setenv(DECODE_LOG_ENV, str(log))
+    culprits = {k: v.replace("4 s", "3 s") for k, v in CULPRITS.items()}
+    names = _dataset(dataset, culprits=culprits)
+    summary = run(dataset, RunOptions(analyzers=analyzers, workers=2, track_timeout=3))
+    assert {f.track: f.error for f in summary.failures} == culprits
+    assert sorted(summary.counts[n]["done"] for n in analyzers) == [20, 24]
+    return names, culprits, log
+
+
+def test_streaming_lane_isolates_culprits_and_hands_tracks_on(dataset: Path,
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                faults: Path) -> None:
     """The lane streams many tracks at once; its deaths and hangs still fail only their culprits
     (the tracks in flight with them are re-run alone), and the CPU analyzer runs on the track the
     lane decoded and handed on."""
     import mirflow.executors.local as local
-    from mirflow.core.audio import DECODE_LOG_ENV
 
-    monkeypatch.setattr(local, "accelerator_present", lambda device: True)
-    log = tmp_path / "decodes.log"
-    monkeypatch.setenv(DECODE_LOG_ENV, str(log))
-    culprits = {k: v.replace("4 s", "3 s") for k, v in CULPRITS.items()}
-    names = _dataset(dataset, culprits=culprits)
-    summary = run(dataset, RunOptions(analyzers=["fault_gpu", "probe"], workers=2, track_timeout=3))
-    assert {f.track: f.error for f in summary.failures} == culprits
-    assert summary.counts["fault_gpu"]["done"] == 20 and summary.counts["probe"]["done"] == 24
+    names, culprits, log = _faults_with_the_lane(dataset, monkeypatch, ["fault_gpu", "probe"])
     for name in names:
         assert sidecar(dataset / name)["_mirflow"]["probe"]["status"] == "ok"
     # a track is decoded again only when a lane died with it in flight and it was re-run alone
@@ -143,18 +155,8 @@ def test_a_cpu_worker_killed_on_a_handed_track_fails_only_that_track(dataset: Pa
     """The CPU workers die (SIGKILL, segfault, exit) or hang on tracks the lane handed them through
     shared memory: each such track is re-run alone from the same hand-off (not decoded again) and
     fails with its own reason; every other track completes; no hand-off file is left."""
-    import mirflow.executors.local as local
-    from mirflow.core.audio import DECODE_LOG_ENV
-
-    monkeypatch.setattr(local, "accelerator_present", lambda device: True)
-    log = dataset.parent / "decodes.log"
-    monkeypatch.setenv(DECODE_LOG_ENV, str(log))
     released = _record_releases(monkeypatch)
-    culprits = {k: v.replace("4 s", "3 s") for k, v in CULPRITS.items()}
-    names = _dataset(dataset, culprits=culprits)
-    summary = run(dataset, RunOptions(analyzers=["probe_gpu", "fault"], workers=2, track_timeout=3))
-    assert {f.track: f.error for f in summary.failures} == culprits
-    assert summary.counts["fault"]["done"] == 20 and summary.counts["probe_gpu"]["done"] == 24
+    names, culprits, log = _faults_with_the_lane(dataset, monkeypatch, ["probe_gpu", "fault"])
     for name in names:
         assert sidecar(dataset / name)["_mirflow"]["probe_gpu"]["status"] == "ok"
     assert set(_decodes(log).values()) == {1}  # retries opened the hand-off again
