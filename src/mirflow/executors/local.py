@@ -118,9 +118,9 @@ class LocalExecutor:
         self.capacity = self.workers * 2 + (LANE_WINDOW if self._gpu else 0)
         if self._gpu:
             log.info("GPU lane for %s on %s", ", ".join(sorted(self._gpu_names)), device)
-            stale = shared.sweep()  # left by runs whose coordinator was killed
-            if stale:
-                log.info("removed %d shared-memory hand-off file(s) of earlier runs", stale)
+        stale = shared.sweep()  # hand-offs left by runs whose coordinator was killed
+        if stale:
+            log.info("removed %d shared-memory hand-off file(s) of earlier runs", stale)
 
     def submit(self, units: list[WorkUnit]) -> "Future[list[dict[str, AnalyzerResult]]]":
         if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):
