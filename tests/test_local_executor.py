@@ -267,3 +267,27 @@ def test_one_track_gets_every_core_of_the_budget(small_dataset: Path, probe_log:
         assert summary.failed == 0 and summary.counts["probe_threads"]["done"] == 1, summary.failures
         data = sidecar(small_dataset / "track 0")
         assert (data["probe_threads_allowance"], data["probe_threads_blas"]) == (allowance, blas)
+
+
+def test_a_run_removes_hand_offs_left_by_a_killed_run(small_dataset: Path) -> None:
+    """Hand-off files whose coordinator is gone (a run killed with SIGKILL) are removed by the next
+    local run, with or without a GPU lane; those of a live coordinator stay."""
+    import subprocess
+    import sys
+
+    folder = shared.shared_dir()
+    if folder is None:
+        pytest.skip("no writable /dev/shm here")
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+    stale = folder / f"{shared.PREFIX}{dead}-{dead}-0-test"
+    live = folder / f"{shared.PREFIX}{os.getppid()}-1-0-test"
+    stale.write_bytes(b"x")
+    live.write_bytes(b"x")
+    try:
+        summary = run(small_dataset, RunOptions(analyzers=["probe"], workers=1))
+        assert summary.failed == 0
+        assert not stale.exists() and live.exists()
+    finally:
+        stale.unlink(missing_ok=True)
+        live.unlink(missing_ok=True)
