@@ -120,9 +120,13 @@ def test_sweep_removes_the_files_of_an_owner_and_of_dead_owners_only(tmp_path: P
     for owner in (os.getpid(), dead_pid, os.getppid()):
         monkeypatch.setattr(shared, "_owner", owner)
         made[owner] = shared.ship(_decoded(0.2), folder=tmp_path).path
+    lost_lane = tmp_path / f"{shared.PREFIX}{os.getpid()}-{dead_pid}-0-abcd"  # its creator has ended
+    lost_lane.write_bytes(b"x")
     (tmp_path / "mirflow-notapid-x").write_bytes(b"")  # not ours to judge
     (tmp_path / "other-file").write_bytes(b"")
     assert shared.sweep(folder=tmp_path) == 1  # the dead owner's
     assert not Path(made[dead_pid]).exists() and Path(made[os.getpid()]).exists()
-    assert shared.sweep(owner=os.getpid(), folder=tmp_path) == 1
-    assert [p.name for p in _files(tmp_path)] == [Path(made[os.getppid()]).name, "mirflow-notapid-x"]
+    assert shared.sweep(owner=os.getpid(), folder=tmp_path) == 1  # the ended creator's only
+    assert not lost_lane.exists() and Path(made[os.getpid()]).exists()  # this process is alive
+    assert [p.name for p in _files(tmp_path)] == sorted(
+        [Path(made[os.getpid()]).name, Path(made[os.getppid()]).name, "mirflow-notapid-x"])

@@ -20,8 +20,8 @@ Nothing is lost and nothing is left behind:
 - the coordinator releases (unlinks) every handle it forwarded once the receiving task is over,
   whatever happened to it (:meth:`Shipped.release`, idempotent): a task retried after its receiver
   was killed opens the same file again, and pages already mapped live as long as the arrays do;
-- it sweeps what its own children created when the executor shuts down (a process killed between
-  writing a file and sending its handle), and at start removes files whose coordinator no longer
+- when the executor shuts down it removes what its ended children created (a process killed
+  between writing a file and sending its handle), and at start files whose coordinator no longer
   exists (:func:`sweep`).
 
 File names are ``mirflow-<owner pid>-<creator pid>-<n>-<random>``: the owner is the coordinator,
@@ -172,9 +172,11 @@ def _write(path: Path, buffers: list[pickle.PickleBuffer], spans: list[tuple[int
 
 
 def sweep(*, owner: int | None = None, folder: Path | None = None) -> int:
-    """Remove hand-off files: those of ``owner`` (a coordinator ending its executor), or, without an
-    owner, those whose owner process no longer exists (left by a coordinator that was killed).
-    Returns how many were removed."""
+    """Remove hand-off files left behind: with ``owner`` (a coordinator ending its executor), those
+    of that owner whose creating process has ended (a lane lost between writing a file and sending
+    its handle; another executor's live lane in the same process keeps its files); without an
+    owner, those whose owner process no longer exists (a coordinator that was killed). Returns
+    how many were removed."""
     folder = shared_dir() if folder is None else folder
     if folder is None:
         return 0
@@ -185,10 +187,10 @@ def sweep(*, owner: int | None = None, folder: Path | None = None) -> int:
         return 0
     for path in names:
         try:
-            pid = int(path.name[len(PREFIX):].split("-", 1)[0])
+            pid, creator = (int(x) for x in path.name[len(PREFIX):].split("-", 2)[:2])
         except ValueError:
             continue
-        if (pid != owner) if owner is not None else _alive(pid):
+        if (pid != owner or _alive(creator)) if owner is not None else _alive(pid):
             continue
         try:
             path.unlink()
