@@ -49,6 +49,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.ConvertError, EXIT_FAILED),
     (errors.AnalysisError, EXIT_FAILED),
     (errors.Blocked, EXIT_FAILED),
+    (errors.HandOffLost, EXIT_FAILED),
     (errors.MirflowError, EXIT_FAILED),
 )
 
