@@ -285,7 +285,7 @@ def test_a_run_removes_hand_offs_left_by_a_killed_run(small_dataset: Path) -> No
     stale.write_bytes(b"x")
     live.write_bytes(b"x")
     try:
-        summary = run(small_dataset, RunOptions(analyzers=["probe"], workers=1))
+        summary = run(small_dataset, RunOptions(analyzers=["loudness"], workers=1))
         assert summary.failed == 0
         assert not stale.exists() and live.exists()
     finally:
