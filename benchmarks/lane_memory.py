@@ -6,7 +6,11 @@ Each run is a whole ``mirflow run`` process (``PYTHONPATH`` set to the variant's
 command starts, so the local executor adds its GPU lane although the device is the CPU. The
 coordinator, the CPU workers and the lane are sampled every 0.1 s through ``/proc`` (Linux): the
 peak of the summed RSS of all of them and the peak of their summed PSS (shared pages divided among
-the processes that share them, so libraries are not counted once per process).
+the processes that share them, so libraries are not counted once per process). The lane hands
+tracks to the CPU workers through files in ``/dev/shm`` (:mod:`mirflow.core.shared`), which no
+process's RSS shows while no process maps them: the run's hand-off files are sampled too (peak of
+their summed size), and ``peak_pss_plus_shm_mib`` is the peak of PSS plus those files, an upper
+bound (pages a worker has mapped count twice).
 
 The model is a *small* random-weight HTDemucs (HTDemucs' depth, FFT size and 7.8 s segments, but 4
 channels in the first layer instead of 48 and one transformer layer): the model's own memory and
@@ -119,12 +123,27 @@ def _memory(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
+def _shm_bytes(owner: int) -> int:
+    """Bytes of the hand-off files of the run whose coordinator is ``owner`` in ``/dev/shm``."""
+    total = 0
+    try:
+        for entry in os.scandir("/dev/shm"):
+            if entry.name.startswith(f"mirflow-{owner}-"):
+                try:
+                    total += entry.stat().st_blocks * 512
+                except OSError:
+                    pass
+    except OSError:
+        pass
+    return total
+
+
 class TreeSampler:
     """Peak summed RSS and PSS of a process tree, sampled every ``interval`` seconds in a thread."""
 
     def __init__(self, pid: int, interval: float = 0.1) -> None:
         self.pid, self.interval = pid, interval
-        self.peak_rss = self.peak_pss = 0
+        self.peak_rss = self.peak_pss = self.peak_shm = self.peak_pss_shm = 0
         self.peak_procs = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -136,6 +155,9 @@ class TreeSampler:
             sizes = [_memory(p) for p in pids]
             self.peak_rss = max(self.peak_rss, sum(r for r, _ in sizes))
             self.peak_pss = max(self.peak_pss, sum(p for _, p in sizes))
+            shm = _shm_bytes(self.pid)
+            self.peak_shm = max(self.peak_shm, shm)
+            self.peak_pss_shm = max(self.peak_pss_shm, shm + sum(p for _, p in sizes))
             self.peak_procs = max(self.peak_procs, sum(1 for r, _ in sizes if r))
             time.sleep(self.interval)
 
@@ -163,7 +185,8 @@ def run_variant(src: str, dataset: Path, repo: Path, analyzers: str, workers: in
         raise SystemExit(f"mirflow run failed ({proc.returncode}):\n{out[-3000:]}\n{err[-3000:]}")
     return {"wall_s": round(wall, 1), "cpu_s": round(children_cpu() - c0, 1),
             "peak_rss_mib": round(sampler.peak_rss / 2**20), "peak_pss_mib": round(sampler.peak_pss / 2**20),
-            "processes": sampler.peak_procs}
+            "peak_shm_mib": round(sampler.peak_shm / 2**20),
+            "peak_pss_plus_shm_mib": round(sampler.peak_pss_shm / 2**20), "processes": sampler.peak_procs}
 
 
 def main() -> None:
