@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import HandOffLost
 
 log = logging.getLogger(__name__)
@@ -160,7 +162,9 @@ def _write(path: Path, buffers: list[pickle.PickleBuffer], spans: list[tuple[int
         os.posix_fallocate(fd, 0, size)  # ENOSPC now, instead of SIGBUS on a page written later
         with mmap.mmap(fd, size) as mapped:
             for buf, (off, n) in zip(buffers, spans):
-                mapped[off:off + n] = buf.raw()
+                # NumPy copies without the GIL (a slice assignment to the mmap holds it): the lane's
+                # model and decode threads go on meanwhile
+                np.copyto(np.frombuffer(mapped, np.uint8, n, off), np.frombuffer(buf.raw(), np.uint8))
     except BaseException:
         os.close(fd)
         try:
