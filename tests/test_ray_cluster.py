@@ -123,6 +123,33 @@ def test_a_track_is_decoded_once_across_the_gpu_and_cpu_actors(
     assert decoded == Counter(names), decoded
 
 
+def test_a_handed_on_track_lost_with_its_owner_is_decoded_again(cluster: Cluster, dataset: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The decoded track a GPU actor hands on lives in the object store under that actor; if the
+    actor dies before the CPU actor fetches it, the CPU actor decodes the track from its files
+    (with a warning) instead of failing it."""
+    import numpy as np
+
+    from mirflow.core.dataset import Track
+    from mirflow.executors.ray import Stored, _fetch
+    from mirflow.run.worker import WorkUnit
+
+    @ray.remote(num_cpus=0)
+    class Owner:
+        def put(self) -> list:
+            return [ray.put(np.zeros(1 << 18, np.float32))]  # nested: the reference, not the value
+
+    owner = Owner.remote()
+    [ref] = ray.get(owner.put.remote())
+    folder = dataset / _tracks(dataset, 1)[0]
+    track = Track(folder, next(folder.glob("full_mix.*")))
+    assert _fetch(WorkUnit(track, ("probe",), decoded=Stored(ref))).decoded is not None
+    ray.kill(owner)
+    time.sleep(1.0)
+    assert _fetch(WorkUnit(track, ("probe",), decoded=Stored(ref))).decoded is None
+    assert "decoding it again" in caplog.text
+
+
 def _kill_when(log: Path, calls: int, action) -> threading.Thread:
     """Run ``action`` in a thread once the probe has been called ``calls`` times."""
     def watch() -> None:

@@ -11,8 +11,9 @@ Two pools, the same stage split as the local executor's GPU lane:
   each, every BLAS/OpenMP/numba/torch pool pinned to one thread) run every other analyzer, and the
   GPU analyzers too when there is no GPU actor. A track with GPU work goes to a GPU actor first,
   then its CPU part to a CPU actor, so the GPUs never wait for CPU features. The GPU actor hands
-  the decoded mix and the stems it made on with its results (through the driver), so the CPU actor
-  decodes nothing again.
+  the decoded mix and the stems it made on: it puts them in Ray's object store and returns a
+  reference with its results, which the driver passes to the CPU actor, so the CPU actor decodes
+  nothing again and the arrays go from node to node, never through the driver.
 
 Dispatch is pull-based: each pool is a :class:`~mirflow.executors.supervisor.Supervisor` holding a
 queue of chunks; a chunk is sent to an actor only when that actor is free (one chunk in flight per
@@ -49,7 +50,7 @@ import os
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core.errors import ConfigError
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 RELEASE_WAIT_S = 5.0
 #: Seconds the start-up check waits for every node to read the first track.
 ACCESS_CHECK_S = 60.0
+#: Seconds a CPU actor waits for a handed-on track from the object store before decoding it itself.
+FETCH_TIMEOUT_S = 120.0
 
 
 def actor_env() -> dict[str, str]:
@@ -137,11 +140,42 @@ class _Actor:
 
     def process(self, units: list[WorkUnit], task_id: int | None = None
                 ) -> tuple[str, float, list[dict[str, AnalyzerResult]]]:
-        """``(node address, seconds, results)`` for a chunk."""
+        """``(node address, seconds, results)`` for a chunk. A track handed on (the decoded mix and
+        stems of a GPU actor) goes into Ray's object store here and travels as an object reference:
+        the driver forwards the reference, and the CPU actor fetches the arrays straight from this
+        node's store, not through the driver."""
+        import ray
+
         self._task = task_id
         start = time.perf_counter()
-        results = self.worker.process(units)
+        results = self.worker.process([_fetch(u) for u in units])
+        for res in results:
+            if HANDOFF in res:
+                res[HANDOFF] = Stored(ray.put(res[HANDOFF]))  # type: ignore[assignment]
         return self.node, time.perf_counter() - start, results
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A handed-on track in Ray's object store, owned by the GPU actor that put it there."""
+
+    ref: Any
+
+
+def _fetch(unit: WorkUnit) -> WorkUnit:
+    """``unit`` with its handed-on track fetched from the object store. If the object is lost (its
+    owner, the GPU actor, died since), the track is decoded again from its files: the mix and the
+    stems the GPU actor wrote are on disk."""
+    if not isinstance(unit.decoded, Stored):
+        return unit
+    import ray
+
+    try:
+        return replace(unit, decoded=ray.get(unit.decoded.ref, timeout=FETCH_TIMEOUT_S))
+    except Exception as exc:  # noqa: BLE001 - ObjectLostError, OwnerDiedError, GetTimeoutError
+        log.warning("%s: the track handed on by the GPU actor is lost (%s); decoding it again",
+                    unit.track.dir, type(exc).__name__)
+        return replace(unit, decoded=None)
 
 
 def node_label() -> str:

@@ -52,7 +52,8 @@ class WorkUnit:
     #: Estimated peak bytes for analysing this unit (:func:`mirflow.run.limits.memory_needed`; 0: unknown).
     memory: int = 0
     #: The track already decoded by an earlier stage (its analyzers run on it, no decode here);
-    #: between processes of one machine its arrays may wait in shared memory (:class:`ShippedTrack`).
+    #: between processes of one machine its arrays may wait in shared memory (:class:`ShippedTrack`),
+    #: on a Ray cluster in the object store (:class:`mirflow.executors.ray.Stored`).
     decoded: "Decoded | ShippedTrack | None" = None
     #: Return the decoded track (and stems made in memory) under :data:`HANDOFF` for a later stage.
     hand_on: bool = False
