@@ -291,3 +291,32 @@ def test_a_run_removes_hand_offs_left_by_a_killed_run(small_dataset: Path) -> No
     finally:
         stale.unlink(missing_ok=True)
         live.unlink(missing_ok=True)
+
+
+def test_an_undecodable_track_handed_on_by_the_lane_fails_alone_with_its_reason(
+        dataset: Path, tmp_path: Path, probe_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corrupt and an empty file go through the lane like any track: the lane's decode fails,
+    the failure travels with the hand-off, and the CPU analyzer reports the same reason without
+    decoding again; the good tracks are done and nothing is left in shared memory."""
+    import mirflow.executors.local as local
+    from conftest import sine, write_track
+    from mirflow.core.audio import DECODE_LOG_ENV
+
+    monkeypatch.setattr(local, "accelerator_present", lambda device: True)
+    log = tmp_path / "decodes.log"
+    monkeypatch.setenv(DECODE_LOG_ENV, str(log))
+    for i in range(3):
+        write_track(dataset, f"good {i}", sine(300.0 + 50 * i, 1.0))
+    (dataset / "corrupt").mkdir()
+    (dataset / "corrupt" / "full_mix.flac").write_bytes(b"fLaC" + os.urandom(4000))
+    (dataset / "empty").mkdir()
+    (dataset / "empty" / "full_mix.wav").write_bytes(b"")
+    summary = run(dataset, RunOptions(analyzers=["probe_gpu", "loudness"], workers=2))
+    failed = {(f.track, f.analyzer): f.error for f in summary.failures}
+    assert {t for t, _ in failed} == {"corrupt", "empty"}
+    for track in ("corrupt", "empty"):
+        assert failed[(track, "loudness")] == failed[(track, "probe_gpu")]  # the lane's decode error
+        assert "DecodeError" in failed[(track, "loudness")], failed
+    assert summary.counts["loudness"]["done"] == 3 and summary.counts["probe_gpu"]["done"] == 3
+    assert set(_decodes(log).values()) == {1}  # the log records decodes that succeed
+    assert _leftovers() == []
