@@ -95,20 +95,30 @@ def one(variant: str, tracks: int, seconds: float) -> dict[str, float]:
             "worker": worker_cpu / tracks}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse(doc: str, argv: list[str] | None, tracks: int) -> argparse.Namespace:
+    """The options of the hand-off benchmarks (this one and ``ray_handoff.py``)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=55.0, help="track length, s (default 55)")
-    ap.add_argument("--tracks", type=int, default=20, help="tracks per measurement (default 20)")
+    ap.add_argument("--tracks", type=int, default=tracks, help=f"tracks per measurement (default {tracks})")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved repeats (default 3)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def header(args: argparse.Namespace, extra: str = "") -> str:
+    """The first line of a hand-off benchmark's output: when, where, what."""
+    mb = 5 * 2 * int(args.seconds * 44100) * 4 / 1e6
+    return (f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
+            f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}{extra}; {args.tracks} tracks of "
+            f"{args.seconds:g} s ({mb:.0f} MB each: mix + 4 stems), {args.repeat} interleaved repeats")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(__doc__, argv, tracks=20)
     from mirflow.core.shared import shared_dir
 
     if shared_dir() is None:
         raise SystemExit("no writable /dev/shm here: mirflow hands tracks through the pipes anyway")
-    mb = 5 * 2 * int(args.seconds * 44100) * 4 / 1e6
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
-          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; {args.tracks} tracks of "
-          f"{args.seconds:g} s ({mb:.0f} MB each: mix + 4 stems), {args.repeat} interleaved repeats")
+    print(header(args))
     got: dict[str, list[dict[str, float]]] = {"pipe": [], "shm": []}
     for _ in range(args.repeat):
         for variant in got:

@@ -22,24 +22,17 @@ GPU node to the driver's node and back out, ``ref`` moves it once, node to node.
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from handoff import _track  # noqa: E402 - benchmarks/ is not a package
+from handoff import _track, header, parse  # noqa: E402 - benchmarks/ is not a package
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=55.0, help="track length, s (default 55)")
-    ap.add_argument("--tracks", type=int, default=10, help="tracks per measurement (default 10)")
-    ap.add_argument("--repeat", type=int, default=3, help="interleaved repeats (default 3)")
-    args = ap.parse_args(argv)
+    args = parse(__doc__, argv, tracks=10)
     import ray
 
     from mirflow.executors.ray import Stored, _fetch
@@ -69,10 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         for by_ref in (False, True):  # warm-up: actors started, object store touched
             unit = WorkUnit(track, ("probe",), decoded=ray.get(producer.process.remote(0, by_ref))["_decoded"])
             ray.get(consumer.process.remote(unit))
-        mb = 5 * 2 * int(args.seconds * 44100) * 4 / 1e6
-        print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
-              f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, ray {ray.__version__}; "
-              f"{args.tracks} tracks of {args.seconds:g} s ({mb:.0f} MB each), {args.repeat} repeats")
+        print(header(args, f", ray {ray.__version__}"))
         got: dict[str, list[tuple[float, float]]] = {"value": [], "ref": []}
         for _ in range(args.repeat):
             for variant in got:
