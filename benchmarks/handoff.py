@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 
-def _track(seconds: float, seed: int):
+def make_track(seconds: float, seed: int):
     import numpy as np
 
     from mirflow.core.audio import Audio
@@ -47,7 +47,7 @@ def _track(seconds: float, seed: int):
 def lane(conn: Connection, variant: str, tracks: int, seconds: float) -> None:
     from mirflow.run.worker import ShippedTrack
 
-    made = [_track(seconds, i) for i in range(2)]  # made before the clock starts
+    made = [make_track(seconds, i) for i in range(2)]  # made before the clock starts
     conn.recv()
     cpu = time.process_time()
     for i in range(tracks):

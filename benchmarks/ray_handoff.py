@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from handoff import _track, header, parse  # noqa: E402 - benchmarks/ is not a package
+from handoff import header, make_track, parse  # noqa: E402 - benchmarks/ is not a package
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     @ray.remote(num_cpus=0)
     class Producer:
         def __init__(self, seconds: float) -> None:
-            self.tracks = [_track(seconds, i) for i in range(2)]
+            self.tracks = [make_track(seconds, i) for i in range(2)]
 
         def process(self, i: int, by_ref: bool) -> dict:
             decoded = self.tracks[i % 2]
