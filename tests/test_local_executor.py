@@ -320,3 +320,49 @@ def test_an_undecodable_track_handed_on_by_the_lane_fails_alone_with_its_reason(
     assert summary.counts["loudness"]["done"] == 3 and summary.counts["probe_gpu"]["done"] == 3
     assert set(_decodes(log).values()) == {1}  # the log records decodes that succeed
     assert _leftovers() == []
+
+
+def test_gpu_analyzers_that_cannot_use_the_accelerator_run_on_the_cpu_workers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an accelerator, only the GPU analyzers that would compute on it go to the GPU lane:
+    classifiers with ONNX Runtime lacking a GPU provider (or on the Essentia backend), or an
+    analyzer whose own ``device`` parameter is ``cpu``, run on the CPU workers, many at once,
+    instead of on one thread of the lane; and the timing report labels them ``cpu``."""
+    import onnxruntime as ort
+
+    import mirflow.executors.local as local
+    from mirflow.run.timing import device_labels
+    from mirflow.run.worker import AnalyzerSpec
+
+    monkeypatch.setattr(local, "accelerator_present", lambda device: True)
+
+    def lane(*specs: AnalyzerSpec) -> frozenset[str]:
+        ex = local.LocalExecutor(list(specs), workers=1, device="cuda:0")
+        try:
+            return ex._gpu_names
+        finally:
+            ex.shutdown()
+
+    sep, clf, loud = AnalyzerSpec("separation"), AnalyzerSpec("classifiers"), AnalyzerSpec("loudness")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert lane(sep, clf, loud) == {"separation"}
+    assert lane(AnalyzerSpec("separation", {"device": "cpu"}), clf) == frozenset()
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert lane(sep, clf, loud) == {"separation", "classifiers"}
+    assert lane(sep, AnalyzerSpec("classifiers", {"backend": "essentia"})) == {"separation"}
+
+    class FakeDevice:
+        accelerator, kind, name = True, "cuda", "Test GPU"
+
+        def __str__(self) -> str:
+            return "cuda:0"
+
+    from mirflow.core import devices
+    monkeypatch.setattr(devices, "resolve", lambda requested: FakeDevice())
+    built = {n: s.build() for n, s in (("separation", sep), ("classifiers", clf), ("loudness", loud))}
+    assert device_labels(built, "cuda:0") == {"separation": "cuda:Test GPU",
+                                              "classifiers": "cuda:Test GPU", "loudness": "cpu"}
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert device_labels(built, "cuda:0") == {"separation": "cuda:Test GPU", "classifiers": "cpu",
+                                              "loudness": "cpu"}

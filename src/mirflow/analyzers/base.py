@@ -178,6 +178,14 @@ class Analyzer:
         (e.g. which model to download). Must be cheap: it is called while planning."""
         return None
 
+    def accelerated(self, device: str) -> bool:
+        """Whether, given an accelerator ``device`` (``cuda:N``, ``mps``), this analyzer would compute
+        on it on this machine. A GPU analyzer whose runtime cannot use it (ONNX Runtime without a
+        GPU provider) or whose parameters send it to the CPU says no, and the local executor then
+        runs it on the CPU workers, many at once, instead of in the GPU lane's one process. Called
+        in the coordinator before any work, so it must be cheap and load no model."""
+        return self.device == "gpu"
+
     def setup(self, device: str = "cpu") -> None:
         """Create heavy state (models, sessions) once per worker.
 

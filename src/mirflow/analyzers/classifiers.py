@@ -376,6 +376,18 @@ class ClassifiersAnalyzer(Analyzer):
                        for n in models.REGISTRY for k in ("pb", "onnx"))
         return head + ("; " + "; ".join(res.missing.values()) if anything else "")
 
+    def accelerated(self, device: str) -> bool:
+        """Only through ONNX Runtime with a GPU provider (CUDA, ROCm, MIGraphX) installed, and not
+        when ``device`` sends the classifiers to the CPU; the Essentia backend runs on the CPU."""
+        own = self.params["device"]
+        if own != "auto":
+            device = own
+        if not device.startswith("cuda") or self.params["backend"] == "essentia":
+            return False
+        if not onnxruntime_installed():
+            return False
+        return any(p != "CPUExecutionProvider" for p in onnx_providers(device))
+
     # -- state --------------------------------------------------------------------------------
     def setup(self, device: str = "cpu") -> None:
         reason = self.unavailable_reason()

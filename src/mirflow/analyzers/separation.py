@@ -409,6 +409,10 @@ class SeparationAnalyzer(Analyzer):
             device=self._device.torch, precision=self._precision, lanes=self._lanes,
             threads=core_threads.allowance if self._elastic else None)
 
+    def accelerated(self, device: str) -> bool:
+        """Not when ``device`` (this analyzer's parameter) sends separation to the CPU."""
+        return not self.params["device"].startswith("cpu")
+
     def _batch_failed(self, exc: BaseException, tracks: int) -> None:
         """Log a failed batched pass and free the accelerator's cache before the per-track retry."""
         log.warning("separation: batched pass failed (%s: %s); retrying %d track(s) one at a time",

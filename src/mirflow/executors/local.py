@@ -102,6 +102,11 @@ class LocalExecutor:
         gpu_specs = [s for s in specs if registry.get(s.name).device == "gpu"]
         if gpu_lane is None:
             gpu_lane = bool(gpu_specs) and accelerator_present(device)
+        if gpu_lane:  # those that cannot use the accelerator here run on the CPU workers
+            on_cpu = [s.name for s in gpu_specs if not s.build().accelerated(device)]
+            if on_cpu:
+                log.info("%s cannot use %s here: run on the CPU workers", ", ".join(on_cpu), device)
+            gpu_specs = [s for s in gpu_specs if s.name not in on_cpu]
         self._gpu_names = frozenset(s.name for s in gpu_specs) if gpu_lane and gpu_specs else frozenset()
         self._pool = Supervisor(ProcessBackend(list(specs), device=device, threads=threads_per_worker,
                                                label="worker", cores=self.cores),

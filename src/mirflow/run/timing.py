@@ -99,7 +99,8 @@ def device_labels(analyzers: dict[str, Analyzer], requested: str) -> dict[str, s
             return labels
         if dev.accelerator:
             for n in gpu:
-                labels[n] = f"{dev.kind}:{dev.name}" if dev.name else str(dev)
+                if analyzers[n].accelerated(str(dev)):  # else it runs on the CPU workers
+                    labels[n] = f"{dev.kind}:{dev.name}" if dev.name else str(dev)
     return labels
 
 
