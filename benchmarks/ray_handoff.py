@@ -12,7 +12,7 @@ actor) returns a decoded track (a ``--seconds`` s stereo 44.1 kHz float32 mix an
   and sends it on as a task argument (a new object put by the driver);
 - ``ref``: the producer ``ray.put``s it and returns a :class:`mirflow.executors.ray.Stored`
   reference; the driver forwards the reference; the consumer fetches it
-  (:func:`mirflow.executors.ray._fetch`), which is what mirflow does now.
+  (:meth:`mirflow.executors.ray.Stored.open`), which is what mirflow does now.
 
 Per variant: the driver's CPU seconds per track (``time.process_time``: what the coordinator spends
 on the hand-off) and wall seconds per track, medians over the repeats. On one machine both variants
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(__doc__, argv, tracks=10)
     import ray
 
-    from mirflow.executors.ray import Stored, _fetch
+    from mirflow.executors.ray import Stored
     from mirflow.core.dataset import Track
     from mirflow.run.worker import WorkUnit
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     @ray.remote(num_cpus=0)
     class Consumer:
         def process(self, unit: WorkUnit) -> float:
-            decoded = _fetch(unit).decoded
+            decoded = unit.decoded.open() if isinstance(unit.decoded, Stored) else unit.decoded
             total = float(decoded.audio.samples.sum())
             return total + sum(float(a.sum()) for a in decoded.writes["separation"].stems.values())
 

@@ -53,9 +53,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, HandOffLost
 from ..core.sidecar import AnalyzerResult
-from ..run.worker import HANDOFF, AnalyzerSpec, WorkUnit, Worker
+from ..run.worker import HANDOFF, AnalyzerSpec, Decoded, HandedTrack, WorkUnit, Worker
 from .lanes import ok_names, then_cpu
 from .process import THREAD_ENV_VARS
 from .supervisor import Event, Supervisor
@@ -148,7 +148,7 @@ class _Actor:
 
         self._task = task_id
         start = time.perf_counter()
-        results = self.worker.process([_fetch(u) for u in units])
+        results = self.worker.process(units)
         for res in results:
             if HANDOFF in res:
                 res[HANDOFF] = Stored(ray.put(res[HANDOFF]))  # type: ignore[assignment]
@@ -156,26 +156,20 @@ class _Actor:
 
 
 @dataclass(frozen=True)
-class Stored:
-    """A handed-on track in Ray's object store, owned by the GPU actor that put it there."""
+class Stored(HandedTrack):
+    """A handed-on track in Ray's object store, owned by the GPU actor that put it there. The GPU
+    actor wrote its stems itself (nothing left to write), so a track lost with its owner is decoded
+    again from its files by the CPU actor (:meth:`Worker._open_handed`)."""
 
     ref: Any
 
+    def open(self) -> Decoded:
+        import ray
 
-def _fetch(unit: WorkUnit) -> WorkUnit:
-    """``unit`` with its handed-on track fetched from the object store. If the object is lost (its
-    owner, the GPU actor, died since), the track is decoded again from its files: the mix and the
-    stems the GPU actor wrote are on disk."""
-    if not isinstance(unit.decoded, Stored):
-        return unit
-    import ray
-
-    try:
-        return replace(unit, decoded=ray.get(unit.decoded.ref, timeout=FETCH_TIMEOUT_S))
-    except Exception as exc:  # noqa: BLE001 - ObjectLostError, OwnerDiedError, GetTimeoutError
-        log.warning("%s: the track handed on by the GPU actor is lost (%s); decoding it again",
-                    unit.track.dir, type(exc).__name__)
-        return replace(unit, decoded=None)
+        try:
+            return ray.get(self.ref, timeout=FETCH_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - ObjectLostError, OwnerDiedError, GetTimeoutError
+            raise HandOffLost(f"the track handed on by the GPU actor is lost ({type(exc).__name__})") from exc
 
 
 def node_label() -> str:

@@ -52,9 +52,8 @@ class WorkUnit:
     #: Estimated peak bytes for analysing this unit (:func:`mirflow.run.limits.memory_needed`; 0: unknown).
     memory: int = 0
     #: The track already decoded by an earlier stage (its analyzers run on it, no decode here);
-    #: between processes of one machine its arrays may wait in shared memory (:class:`ShippedTrack`),
-    #: on a Ray cluster in the object store (:class:`mirflow.executors.ray.Stored`).
-    decoded: "Decoded | ShippedTrack | None" = None
+    #: between processes its arrays may travel apart from the message (:class:`HandedTrack`).
+    decoded: "Decoded | HandedTrack | None" = None
     #: Return the decoded track (and stems made in memory) under :data:`HANDOFF` for a later stage.
     hand_on: bool = False
     #: Leave files (stems) to the later stage's worker to write (see :class:`Decoded`).
@@ -97,13 +96,25 @@ class Decoded:
         return ctx
 
 
+class HandedTrack:
+    """A :class:`Decoded` track on its way from one process to another, its arrays elsewhere than
+    in the message (shared memory, Ray's object store). The receiving :class:`Worker` opens it;
+    when it is lost, the track is decoded again from its files, unless the earlier stage left files
+    to write (``writes``: the keys of ``Decoded.writes``), which are then lost with it."""
+
+    writes: tuple[str, ...] = ()
+
+    def open(self) -> Decoded:
+        """The track; :class:`~mirflow.core.errors.HandOffLost` when it is gone."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class ShippedTrack:
-    """A :class:`Decoded` track whose arrays wait in shared memory (:func:`mirflow.core.shared.ship`):
-    what the pipes carry from the GPU lane through the coordinator to a CPU worker."""
+class ShippedTrack(HandedTrack):
+    """A track whose arrays wait in shared memory (:func:`mirflow.core.shared.ship`): what the pipes
+    carry from the GPU lane through the coordinator to a CPU worker."""
 
     shipped: Shipped
-    #: The analyzers whose files the receiving worker writes first (the keys of ``Decoded.writes``).
     writes: tuple[str, ...] = ()
 
     @classmethod
@@ -234,15 +245,21 @@ class Worker:
 
     @staticmethod
     def _open_handed(units: list[WorkUnit]) -> tuple[list[WorkUnit], dict[int, str]]:
-        """``units`` with each track shipped through shared memory opened (a :class:`Decoded` again),
-        and ``{index: reason}`` for those whose hand-off was lost."""
+        """``units`` with each handed track opened (a :class:`Decoded` again, or ``None`` to decode
+        it from its files when it was lost), and ``{index: reason}`` for those lost with files still
+        to write (see :class:`HandedTrack`)."""
         opened, lost = list(units), {}
         for i, unit in enumerate(units):
-            if isinstance(unit.decoded, ShippedTrack):
+            handed = unit.decoded
+            if isinstance(handed, HandedTrack):
                 try:
-                    opened[i] = replace(unit, decoded=unit.decoded.open())
+                    opened[i] = replace(unit, decoded=handed.open())
                 except HandOffLost as exc:
-                    lost[i] = describe(exc)
+                    if handed.writes:
+                        lost[i] = describe(exc)
+                    else:
+                        log.warning("%s: %s; decoding it again", unit.track.dir, exc)
+                        opened[i] = replace(unit, decoded=None)
         return opened, lost
 
     def _write_handed(self, unit: WorkUnit, ctx: TrackContext, sink: dict[str, AnalyzerResult]) -> None:
