@@ -21,6 +21,9 @@ EXECUTORS = ("serial", "local", "ray")
 
 class Executor(Protocol):
     capacity: int
+    #: Analyzers whose model one process holds for every track (the local GPU lane's, the serial
+    #: executor's): ``--max-memory`` counts their models once for the run, the others' per track.
+    models_held_once: frozenset[str]
 
     def submit(self, units: list[WorkUnit]) -> "Future[list[dict[str, AnalyzerResult]]]": ...
 

@@ -346,6 +346,9 @@ class RayExecutor:
     decided from the cluster's GPUs, not from the driver's machine.
     """
 
+    #: Every actor holds its own copy of its analyzers' models: counted per track.
+    models_held_once: frozenset[str] = frozenset()
+
     def __init__(self, specs: list[AnalyzerSpec], *, workers: int, device: str = "auto",
                  address: str | None = None) -> None:
         try:

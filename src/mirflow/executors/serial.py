@@ -55,6 +55,7 @@ class SerialExecutor:
     def __init__(self, specs: list[AnalyzerSpec], *, device: str = "auto") -> None:
         self.phase: tuple[str, str] = ("", "")
         self.worker = Worker(specs, device=device, on_phase=self._on_phase)
+        self.models_held_once = frozenset(s.name for s in specs)  # one process, one copy of each
 
     def _on_phase(self, step: str, name: str) -> None:
         self.phase = (step, name)

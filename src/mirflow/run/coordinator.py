@@ -181,7 +181,7 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     executor = make_executor(options.executor, specs, workers=workers, device=options.device,
                              ray_address=options.ray_address, memory_budget=budget, cores=cores)
     # models one process holds for every track (the GPU lane's) are counted once, not per track
-    held = frozenset(getattr(executor, "models_held_once", frozenset())) & set().union(*due_names.values())
+    held = executor.models_held_once & set().union(*due_names.values())
     fixed = limits.models_memory(held)
     inflight: dict[Future, list[tuple[WorkUnit, Lease]]] = {}
     submitting: list[tuple[WorkUnit, Lease]] = []
