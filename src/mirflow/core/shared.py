@@ -124,6 +124,8 @@ def ship(obj: Any, *, folder: Path | None = None, min_bytes: int = MIN_BYTES) ->
     arrays) in one file under ``folder`` (default :func:`shared_dir`). Falls back to an ordinary
     pickle when there is no such folder, nothing large to put there, or no room (``ENOSPC``)."""
     folder = shared_dir() if folder is None else folder
+    if folder is None:
+        return Shipped(pickle.dumps(obj, protocol=5))
     buffers: list[pickle.PickleBuffer] = []
 
     def out_of_band(buf: pickle.PickleBuffer) -> bool:
@@ -132,8 +134,6 @@ def ship(obj: Any, *, folder: Path | None = None, min_bytes: int = MIN_BYTES) ->
         buffers.append(buf)
         return False
 
-    if folder is None:
-        return Shipped(pickle.dumps(obj, protocol=5))
     data = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
     if not buffers:
         return Shipped(data)
