@@ -148,3 +148,36 @@ def test_blockwise_stft_matches_librosa(n: int) -> None:
         ref = np.abs(librosa.stft(y, n_fft=2048, hop_length=512, center=True, pad_mode="constant"))
     assert ours.shape == ref.shape and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 512, 2047, 2048])
+def test_periodic_hann_is_scipys(n: int) -> None:
+    from scipy.signal import get_window
+
+    from mirflow.core.audio import periodic_hann
+
+    window = periodic_hann(n)
+    assert window.dtype == np.float32
+    np.testing.assert_allclose(window, get_window("hann", n, fftbins=True), atol=1e-7)
+
+
+def test_loudness_and_spectral_do_not_import_scipy_signal(tmp_path) -> None:
+    """``scipy.signal``'s import (scipy.stats, interpolate, ...) is about a second of a worker's
+    start-up; a worker with only loudness and spectral has no use for it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "import mirflow.analyzers as registry\n"
+        "from mirflow.core.audio import TrackContext\n"
+        "from mirflow.core.synth import synth_song\n"
+        "ctx = TrackContext.from_array(synth_song(bpm=120.0, seconds=3.0, sr=44100, seed=1), 44100)\n"
+        "for name in ('loudness', 'spectral'):\n"
+        "    analyzer = registry.get(name)()\n"
+        "    analyzer.setup('cpu')\n"
+        "    assert analyzer.analyze(ctx)\n"
+        "print(sorted(m for m in sys.modules if m in ('scipy.signal', 'scipy.stats', 'librosa')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

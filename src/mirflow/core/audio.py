@@ -384,6 +384,15 @@ class TrackContext:
                 if c._audio is not None or c._raw_stem is not None}
 
 
+def periodic_hann(n: int) -> np.ndarray:
+    """The periodic ("DFT-even") Hann window of ``n`` samples, float32: ``scipy.signal.get_window(
+    "hann", n)`` and librosa's STFT window, as the first ``n`` points of NumPy's symmetric window
+    of ``n + 1``."""
+    if n < 2:
+        return np.ones(max(n, 0), dtype=np.float32)
+    return np.hanning(n + 1)[:-1].astype(np.float32)
+
+
 def stft_magnitude(y: np.ndarray, *, n_fft: int = 2048, hop_length: int = 512,
                    block_frames: int = 1024) -> np.ndarray:
     """Magnitude STFT ``(1 + n_fft // 2, 1 + len(y) // hop_length)`` float32 of a mono signal.
@@ -393,8 +402,7 @@ def stft_magnitude(y: np.ndarray, *, n_fft: int = 2048, hop_length: int = 512,
     peak memory is the output plus one block (the full complex matrix is never held), and signals
     shorter than ``n_fft`` need no special case.
     """
-    from scipy import fft
-    from scipy.signal import get_window
+    from scipy import fft  # not scipy.signal: its import loads scipy.stats & co., about 1 s
 
     y = np.asarray(y, dtype=np.float32)
     pad = n_fft // 2
@@ -402,7 +410,7 @@ def stft_magnitude(y: np.ndarray, *, n_fft: int = 2048, hop_length: int = 512,
     if padded.size < n_fft:
         padded = np.pad(padded, (0, n_fft - padded.size))
     frames = 1 + (padded.size - n_fft) // hop_length
-    window = get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    window = periodic_hann(n_fft)
     view = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
     out = np.empty((1 + n_fft // 2, frames), dtype=np.float32)
     for start in range(0, frames, block_frames):
