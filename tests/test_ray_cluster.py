@@ -106,6 +106,20 @@ def test_gpu_analyzers_run_in_one_actor_per_gpu_beside_the_cpu_pool(
     assert set(summary.timing["stages"]) == {"ray cpu actors", "ray gpu actors"}
 
 
+def test_gpu_analyzers_that_cannot_use_the_gpus_run_on_the_cpu_actors(
+        cluster: Cluster, dataset: Path, probe_log: Path) -> None:
+    """A GPU analyzer whose runtime cannot use the cluster's GPUs (classifiers with ONNX Runtime
+    lacking a GPU provider) runs on the CPU actors, several at once, and no GPU actor starts."""
+    _tracks(dataset, 4)
+    summary = run(dataset, RunOptions(analyzers=["probe_gpu", "probe"], executor="ray", device="auto",
+                                      params={"probe_gpu": {"on_cpu": True}}))
+    assert summary.counts["probe_gpu"]["done"] == summary.counts["probe"]["done"] == 4
+    gpu_pids = {line.split()[1] for line in probe_calls(probe_log, "analyze-gpu")}
+    cpu_pids = {line.split()[1] for line in probe_calls(probe_log)}
+    assert gpu_pids <= cpu_pids  # in the CPU actors, beside the CPU analyzers
+    assert set(summary.timing["stages"]) == {"ray cpu actors"}
+
+
 def test_a_track_is_decoded_once_across_the_gpu_and_cpu_actors(
         cluster: Cluster, dataset: Path, probe_log: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

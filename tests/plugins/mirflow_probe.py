@@ -50,7 +50,11 @@ class ProbeGPU(Analyzer):
     device: ClassVar[str] = "gpu"
     outputs: ClassVar[tuple[str, ...]] = ("probe_gpu_pid",)
     batchable: ClassVar[bool] = True
-    default_params: ClassVar[dict[str, Any]] = {"sleep": 0.0}
+    default_params: ClassVar[dict[str, Any]] = {"sleep": 0.0, "on_cpu": False}
+
+    def accelerated(self, device: str) -> bool:
+        """``on_cpu``: as an analyzer whose runtime has no GPU support here."""
+        return not self.params["on_cpu"]
 
     def setup(self, device: str = "cpu") -> None:
         _log(f"setup-gpu {os.getpid()}")

@@ -376,9 +376,17 @@ class RayExecutor:
         self.nodes: dict[str, dict[str, float]] = {}
         gpu_specs = [s for s in specs if registry.get(s.name).device == "gpu"]
         cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
-        use_gpu = bool(gpu_specs) and kind != "cpu" and cluster_gpus > 0
         if gpu_specs and kind not in ("cpu", "auto") and not cluster_gpus:
             raise ConfigError(f"--device {device} asks for a GPU, but the Ray cluster has none")
+        if gpu_specs and kind != "cpu" and cluster_gpus:
+            # the cluster's GPUs are CUDA devices (Ray's "GPU" resource); what can use them is
+            # judged from the driver's installation, as the cluster's nodes share its environment
+            on_cpu = [s.name for s in gpu_specs
+                      if not s.build().accelerated(device if kind == "cuda" else "cuda")]
+            if on_cpu:
+                log.info("%s cannot use the cluster's GPUs: run on the CPU actors", ", ".join(on_cpu))
+            gpu_specs = [s for s in gpu_specs if s.name not in on_cpu]
+        use_gpu = bool(gpu_specs) and kind != "cpu" and cluster_gpus > 0
         self._gpu_names = frozenset(s.name for s in gpu_specs) if use_gpu else frozenset()
         cpu_specs = [s for s in specs if s.name not in self._gpu_names]
         here = ray.get_runtime_context().get_node_id()
