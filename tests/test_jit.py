@@ -1,4 +1,5 @@
-"""The numba warm-up runs analyzers under a machine-wide lock, one process at a time."""
+"""The numba warm-up runs analyzers under a machine-wide lock, one process at a time, until one
+completed for this installation."""
 
 from __future__ import annotations
 
@@ -13,30 +14,62 @@ from filelock import Timeout
 from mirflow.core import jit
 
 
-def test_warm_up_waits_for_the_lock_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
-    calls = []
-    jit.warm_up("x", lambda: calls.append(1))
-    assert calls == [1] and jit.lock_path() == tmp_path / "mirflow-numba-warmup.lock"
+def _hold_lock():
+    """Another process holding the warm-up lock (as a worker compiling), until killed."""
     holder = subprocess.Popen([sys.executable, "-c", (
         "import time; from filelock import FileLock;"
         f"l = FileLock({str(jit.lock_path())!r}); l.acquire(); print('held', flush=True); time.sleep(30)")],
         stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_warm_up_waits_for_the_lock_holder_until_a_warm_up_completed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    calls = []
+    holder = _hold_lock()
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(Timeout):
-            jit.warm_up("x", lambda: calls.append(2), timeout=0.5)
-        assert calls == [1]  # never ran while another process was compiling
+            jit.warm_up("x", lambda: calls.append(1), timeout=0.5)
+        assert calls == []  # never ran while another process was compiling
+    finally:
+        holder.kill()
+        holder.wait()
+    jit.warm_up("x", lambda: calls.append(2))
+    assert calls == [2] and jit.lock_path() == tmp_path / "mirflow-numba-warmup.lock"
+    holder = _hold_lock()
+    try:  # the cache is warm now: no waiting, whoever holds the lock
+        jit.warm_up("x", lambda: calls.append(3), timeout=0.5)
+        assert calls == [2, 3]
+        with pytest.raises(Timeout):  # another analyzer's code has not been warmed up
+            jit.warm_up("y", lambda: calls.append(4), timeout=0.5)
     finally:
         holder.kill()
         holder.wait()
 
 
-def test_rhythm_and_tonal_setup_warm_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warm_marker_changes_with_the_installation(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    code = tmp_path / "analyzer.py"
+    code.write_text("run = lambda: None\n")
+    namespace: dict = {}
+    exec(compile(code.read_text(), str(code), "exec"), namespace)
+    run = namespace["run"]
+    first = jit.warm_marker("tonal", run)
+    assert first.parent == tmp_path and first == jit.warm_marker("tonal", run)
+    assert jit.warm_marker("rhythm", run) != first
+    code.write_text("run = lambda: 1  # edited\n")  # the analyzer's code changed
+    assert jit.warm_marker("tonal", run) != first
+    monkeypatch.setattr(sys, "version", sys.version + " (another build)")  # another interpreter
+    assert jit.warm_marker("tonal", run) != first
+
+
+def test_rhythm_and_tonal_setup_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
     from mirflow.analyzers.rhythm import RhythmAnalyzer
     from mirflow.analyzers.tonal import TonalAnalyzer
 
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     seen = []
     monkeypatch.setattr(jit, "warm_up", lambda name, run, **kw: seen.append((name, run())))
     RhythmAnalyzer().setup()

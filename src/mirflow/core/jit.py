@@ -7,6 +7,10 @@ fault in ``librosa.beat``'s beat tracker on the first parallel run of a fresh in
 :func:`warm_up` runs an analyzer on a short synthetic song while holding a machine-wide file lock:
 the first worker compiles and writes the cache, the others wait and then only read it. The same
 code paths and dtypes as real tracks are exercised, so real tracks need no further compilation.
+A warm-up that completed leaves a marker, keyed by the installed numba and librosa and the
+analyzer's code; while it is there the cache is warm (loading it writes nothing), so later
+workers warm up at once, in parallel, without the lock: with the lock, a run's workers imported
+librosa one after another (the first result of a 2-worker run came after both).
 
 One librosa kernel escapes the disk cache: ``librosa.beat`` (0.11) declares its local-score gufunc
 with ``cache=False`` and explicit signatures, so numba compiles it at every import of the module
@@ -16,6 +20,8 @@ imports the module with that one declaration cached like its neighbours, so a wa
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 import os
 import sys
@@ -37,14 +43,44 @@ def lock_path() -> Path:
     return Path(folder) / "mirflow-numba-warmup.lock"
 
 
+def warm_marker(name: str, run: Callable[[], object]) -> Path:
+    """The file that says ``name``'s warm-up completed with this installation: its name hashes
+    the user, the Python version and the location, size and time of numba's and librosa's installed
+    packages and of the module defining ``run`` (the analyzer's code), so an upgrade, a new
+    environment or an edited analyzer needs a locked warm-up again."""
+    parts = [name, sys.version, str(getattr(os, "getuid", lambda: "")())]  # numba's cache may be per user
+    files = [getattr(getattr(run, "__code__", None), "co_filename", "")]
+    for package in ("numba", "librosa"):
+        spec = importlib.util.find_spec(package)
+        files.append(spec.origin if spec and spec.origin else "")
+    for file in files:
+        try:
+            st = os.stat(file)
+            parts += [file, str(st.st_size), str(st.st_mtime_ns)]
+        except OSError:
+            parts += [file, "-"]
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    return lock_path().with_name(f"mirflow-numba-warm-{name}-{digest}")
+
+
 def warm_up(name: str, run: Callable[[], object], *, timeout: float = 600.0) -> None:
-    """Call ``run()`` (which exercises ``name``'s numba code) under the warm-up lock."""
+    """Call ``run()`` (which exercises ``name``'s numba code) under the warm-up lock, or without
+    it when an earlier warm-up of this installation completed (:func:`warm_marker`)."""
     start = time.perf_counter()
     path = lock_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path), timeout=timeout):
+    marker = warm_marker(name, run)
+    if marker.exists():
         run()
-    log.debug("%s: numba warm-up took %.2f s", name, time.perf_counter() - start)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path), timeout=timeout):
+            run()
+            try:
+                marker.touch()
+            except OSError as exc:  # a read-only temp folder: warm up under the lock every time
+                log.debug("cannot write %s (%s)", marker, exc)
+    log.debug("%s: numba warm-up took %.2f s%s", name, time.perf_counter() - start,
+              "" if marker.exists() else " (under the lock)")
 
 
 def warm_up_context():
