@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import mirflow, run_json, sine, write_track
+from conftest import mirflow, run_json, sidecar, sine, write_track
 
 
 def _plan(*args: str) -> dict:
@@ -66,3 +66,23 @@ def test_progress_lines_without_terminal(dataset: Path) -> None:
     assert any(line.startswith("warming up") for line in lines)
     assert any(line.startswith("progress: 2/2 tracks") for line in lines)
     assert "timing:" in proc.stdout and "x realtime" in proc.stdout
+
+
+def test_plan_and_run_agree_on_blocked_stems(dataset: Path, _isolated_cache: Path) -> None:
+    from mirflow.analyzers.stems import NO_STEMS
+
+    write_track(dataset, "no stems", sine(330.0, 1.0))
+    planned = _plan(str(dataset), "-a", "loudness,stems")
+    assert planned["due_tracks"] == 1
+    assert planned["analyzers"]["stems"]["states"] == {"blocked": 1}
+    assert planned["analyzers"]["stems"]["blocked_reasons"] == {NO_STEMS: 1}
+    assert all(p["analyzer"] == "loudness" for p in planned["due"])
+    text = mirflow("plan", str(dataset), "-a", "loudness,stems").stdout
+    assert "stems: 1 track(s) blocked: no stem files" in " ".join(text.split())
+    code, summary = run_json(str(dataset), "-a", "loudness,stems", "-j", "1")
+    assert code == 0 and summary["analyzers"]["stems"]["blocked"] == 1
+    assert summary["analyzers"]["loudness"]["done"] == 1
+    assert "no stem files" in sidecar(dataset / "no stems")["_mirflow"]["stems"]["note"]
+    write_track(dataset, "new", sine(440.0, 1.0))
+    code, alone = run_json(str(dataset), "-a", "stems", "-j", "1")  # nothing to do: no worker
+    assert code == 0 and alone["analyzers"]["stems"]["blocked"] == 2 and not alone["timing"]

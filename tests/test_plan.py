@@ -86,3 +86,23 @@ def test_truncated_output_is_incomplete(dataset: Path) -> None:
     (track.dir / "drums.flac").write_bytes(b"")
     data = {"_mirflow": {"source": source_fingerprint(track), "c": _rec(c, files=["drums.flac"])}}
     assert decide(track, data, {"c": c})["c"].reason == "outputs incomplete (truncated or unreadable)"
+
+
+def test_stems_without_stem_files_or_separation_are_blocked_at_planning(dataset: Path) -> None:
+    """What ``mirflow plan`` says matches what the run then does: stems with no stem file and no
+    separation due are blocked (with the run's reason), not due."""
+    from mirflow.analyzers.separation import SeparationAnalyzer
+    from mirflow.analyzers.stems import NO_STEMS, StemsAnalyzer
+
+    write_track(dataset, "t", sine())
+    track = discover(dataset)[0]
+    stems, sep = StemsAnalyzer(), SeparationAnalyzer()
+    alone = decide(track, {}, {"stems": stems})["stems"]
+    assert (alone.state, alone.reason) == ("blocked", NO_STEMS)
+    unavailable = decide(track, {}, {"separation": sep, "stems": stems},
+                         unavailable={"separation": "no weights"})
+    assert unavailable["stems"].state == "blocked"
+    assert decide(track, {}, {"separation": sep, "stems": stems})["stems"].reason == "new"
+    assert decide(track, {}, {"stems": stems}, force=frozenset({"stems"}))["stems"].state == "blocked"
+    (track.dir / "drums.flac").write_bytes(b"")  # a stem file of the user's: stems may run
+    assert decide(track, {}, {"stems": stems})["stems"].reason == "new"

@@ -250,3 +250,10 @@ class Analyzer:
     def input_fingerprint(self, track_dir: Path) -> str | None:
         """A fingerprint of inputs other than the mix (e.g. stem files); a change makes it due."""
         return None
+
+    def blocked_reason(self, track_dir: Path, coming: frozenset[str]) -> str | None:
+        """Why this analyzer cannot run on the track, known from its files before any work: an
+        input other than the mix is missing and none of ``coming`` (the analyzers due on the
+        track before this one) will make it. ``None``: it may run. Planning then reports the
+        pair as blocked instead of due, as :meth:`analyze` raising ``Blocked`` would."""
+        return None

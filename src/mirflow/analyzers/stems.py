@@ -25,6 +25,10 @@ from pydantic import Field
 from .base import Analyzer, AnalyzerParams
 
 
+#: Why a track's stems cannot be analysed.
+NO_STEMS = "no stem files next to the mix (run separation, or add <stem>.<ext> files)"
+
+
 @register
 class StemsAnalyzer(Analyzer):
     """Runs ``params["analyzers"]`` (default loudness and spectral) on each stem; keys ``<stem>_<key>``."""
@@ -82,10 +86,15 @@ class StemsAnalyzer(Analyzer):
             parts.append(f"{stem}:{path.name}:{st.st_size}:{st.st_mtime_ns}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
+    def blocked_reason(self, track_dir: Path, coming: frozenset[str]) -> str | None:
+        if "separation" in coming or stem_files(track_dir):
+            return None
+        return NO_STEMS
+
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
         stems = stem_files(ctx.path.parent)
         if not stems:
-            raise Blocked("no stem files next to the mix (run separation, or add <stem>.<ext> files)")
+            raise Blocked(NO_STEMS)
         out: dict[str, Any] = {}
         notes = []
         for stem, path in stems.items():

@@ -56,6 +56,9 @@ def print_plan(out: Console, report: Any) -> None:
         out.print(f"  [bold]{name}[/] ({p.device}): {text}"
                   + (f"; {more} other reasons (see --json)" if more > 0 else ""), highlight=False)
     for name, p in report.analyzers.items():
+        for reason, n in p.blocked.most_common(REASONS_SHOWN):
+            out.print(f"  [yellow]{name}[/]: {n} track(s) blocked: {escape(reason)}", highlight=False)
+    for name, p in report.analyzers.items():
         if p.states.get("failed"):
             out.print(f"  [red]{name}[/]: {p.states['failed']} track(s) failed before; "
                       "--retry-failed retries them", highlight=False)

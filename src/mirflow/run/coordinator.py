@@ -289,7 +289,9 @@ def _lease_chunk(pending: deque[Track], chunk: int, analyzers: dict[str, Analyze
         decisions = decide(track, data, analyzers, unavailable=unavailable,
                            force=options.force, retry_failed=options.retry_failed)
         due = tuple(n for n, d in decisions.items() if d.state == DUE)
-        _count_terminal(summary, {n: d for n, d in decisions.items() if d.state != DUE})
+        if due:  # the worker records, with the rest, why pairs found blocked at planning are
+            due = tuple(n for n, d in decisions.items() if d.state == DUE or d.unrecorded)
+        _count_terminal(summary, {n: d for n, d in decisions.items() if n not in due})
         if not due:
             lease.release()
             emit("track", track=track.relpath(Path(summary.dataset)), failed=False,

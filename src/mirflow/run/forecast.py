@@ -22,7 +22,7 @@ from typing import Any
 from ..core.config import RunOptions
 from ..core.dataset import discover
 from .coordinator import build_analyzers
-from .plan import DUE, decide, read_for_plan
+from .plan import BLOCKED, DUE, decide, read_for_plan
 from .rates import RateBook
 from .timing import Durations, device_labels
 
@@ -36,13 +36,15 @@ class AnalyzerPlan:
     due: int = 0
     reasons: Counter = field(default_factory=Counter)
     states: Counter = field(default_factory=Counter)
+    blocked: Counter = field(default_factory=Counter)  # why, for the tracks it is blocked on
     audio_s: float = 0.0
     rate: float | None = None  # compute seconds per audio second, None = no rate measured yet
     compute_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"device": self.device, "due": self.due, "reasons": dict(self.reasons.most_common()),
-                "states": dict(self.states), "audio_s": round(self.audio_s, 3),
+                "states": dict(self.states), "blocked_reasons": dict(self.blocked.most_common()),
+                "audio_s": round(self.audio_s, 3),
                 "rate_s_per_audio_s": None if self.rate is None else round(self.rate, 6),
                 "compute_s": None if self.compute_s is None else round(self.compute_s, 3)}
 
@@ -94,6 +96,8 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
         due = [n for n, d in decisions.items() if d.state == DUE]
         for name, d in decisions.items():
             plans[name].states[d.state] += 1
+            if d.state == BLOCKED:
+                plans[name].blocked[d.reason] += 1
         if not due:
             continue
         due_tracks += 1

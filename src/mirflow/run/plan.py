@@ -2,7 +2,9 @@
 
 A pair is due when it has no record, the source file changed, the analyzer's version or params
 changed, its output files are missing or incomplete, its extra inputs changed (e.g. new stems), an
-analyzer it comes after is due, the user forces it, or (with ``retry_failed``) it failed before.
+analyzer it comes after is due, the user forces it, or (with ``retry_failed``) it failed before;
+unless an input it needs is missing and no analyzer due before it will make it (blocked: e.g. stems
+without stem files or separation).
 The reason is kept in words a user can act on (``parameter changed: shifts 0 -> 1``,
 ``outputs missing: drums.flac``); ``mirflow plan`` and ``mirflow status`` show them.
 Planning reads only sidecars and file metadata: it decodes nothing.
@@ -29,6 +31,9 @@ class Decision:
 
     state: str
     reason: str = ""
+    #: Blocked, found at planning, where the sidecar does not say so yet (a new track, a new
+    #: version...): a run that processes the track for other analyzers records it.
+    unrecorded: bool = False
 
     @property
     def due(self) -> bool:
@@ -73,6 +78,8 @@ def decide(track: Track, data: dict[str, Any], analyzers: dict[str, Analyzer], *
             decision = Decision(DONE)
         elif name in unavailable:
             decision = Decision(UNAVAILABLE, unavailable[name])
+        elif blocked := analyzer.blocked_reason(track.dir, frozenset(n for n, d in out.items() if d.due)):
+            decision = Decision(BLOCKED, blocked, unrecorded=True)
         else:
             decision = Decision(DUE, reason)
         out[name] = decision
