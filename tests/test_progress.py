@@ -40,6 +40,43 @@ def test_eta_weighted_by_audio_not_tracks() -> None:
     assert s.eta_s() == 0.0 and s.fraction == 1.0 and s.failures == 1
 
 
+def test_the_warm_up_is_not_extrapolated_over_the_run() -> None:
+    """7 tracks, 2 workers, 6 s of warm-up, then a track every 0.3 s: after the first track the
+    ETA is the plan's (about 2 s), not 6 s x 6 tracks; then the measured pace takes over."""
+    clock = Clock()
+    s = ProgressState(clock)
+    s.event("plan", due=7)
+    s.event("phase", name="warming up")
+    weights = {f"t{i}": 0.6 for i in range(7)}
+    s.event("estimate", weights=weights, durations=dict.fromkeys(weights, 60.0), eta_s=2.1, by="rates")
+    clock.t = 6.0
+    s.event("track", track="t0", failures=0)
+    assert s.eta_s() == pytest.approx(2.1 * 6 / 7)
+    for i in range(1, 6):
+        clock.t += 0.3
+        s.event("track", track=f"t{i}", failures=0)
+    # 5 tracks in 1.5 s after the first: 0.3 s for the last one, from the pace alone by now
+    assert s.eta_s() == pytest.approx(0.3)
+    clock.t += 0.3
+    s.event("track", track="t6", failures=0)
+    assert s.eta_s() == 0.0
+
+
+def test_without_rates_the_pace_after_the_first_track_decides() -> None:
+    clock = Clock()
+    s = ProgressState(clock)
+    s.event("plan", due=4)
+    s.event("phase", name="warming up")
+    s.event("estimate", weights=dict.fromkeys("abcd", 10.0), durations=dict.fromkeys("abcd", 10.0),
+            eta_s=None, by="audio duration")
+    clock.t = 5.0
+    s.event("track", track="a", failures=0)
+    assert s.eta_s() == pytest.approx(15.0)  # one point: the pace from the start of the work
+    clock.t = 6.0
+    s.event("track", track="b", failures=0)
+    assert s.eta_s() == pytest.approx(2.0)  # 1 s per track since the first one, 2 left
+
+
 def test_rate_estimate_before_first_track() -> None:
     s = ProgressState(Clock())
     s.event("plan", due=2)

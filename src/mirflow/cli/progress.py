@@ -55,6 +55,9 @@ class ProgressState:
         self.durations: dict[str, float] = {}
         self.estimate_s: float | None = None
         self.weighted_by = "tracks"
+        #: ``(time, fraction done)`` when the first track finished: the pace is measured from
+        #: there, so the warm-up (seconds, once per run) is not extrapolated over the whole run.
+        self.first_result: tuple[float, float] | None = None
 
     # -- events --------------------------------------------------------------------------------
     def event(self, event: str, **data: Any) -> None:
@@ -75,6 +78,8 @@ class ProgressState:
                 self.phase = "analysing"
             self.done += 1
             self.finished.append(str(data.get("track", "")))
+            if self.first_result is None:
+                self.first_result = (self.clock(), self.fraction)
 
     # -- figures -------------------------------------------------------------------------------
     @property
@@ -90,15 +95,29 @@ class ProgressState:
         return sum(self.durations.get(t, 0.0) for t in self.finished)
 
     def eta_s(self) -> float | None:
-        """Seconds left, or ``None`` when unknown."""
+        """Seconds left, or ``None`` when unknown.
+
+        Before the first track: the plan's estimate (measured rates, start-up excluded). Then the
+        pace since the first track finished, blended with the plan's estimate of what is left
+        until a quarter of the work was seen at that pace; without rates, the pace alone (from the
+        start of the work while only the first track is done)."""
         frac = self.fraction
         if frac >= 1.0:
             return 0.0
         if frac <= 0.0:
             return self.estimate_s
+        planned = None if self.estimate_s is None else self.estimate_s * (1.0 - frac)
+        t1, f1 = self.first_result or (self.clock(), frac)
+        if frac > f1 and self.clock() > t1:
+            paced = (self.clock() - t1) * (1.0 - frac) / (frac - f1)
+            if planned is None:
+                return paced
+            trust = min(1.0, (frac - f1) / 0.25)
+            return trust * paced + (1.0 - trust) * planned
+        if planned is not None:
+            return planned
         since = self.work_started if self.work_started is not None else self.started
-        elapsed = self.clock() - since
-        return elapsed * (1.0 - frac) / frac
+        return (self.clock() - since) * (1.0 - frac) / frac
 
     def realtime(self) -> float | None:
         """Audio seconds analysed per wall second since the workers started."""
