@@ -1,10 +1,10 @@
 """Start-up: seconds from ``mirflow run`` to the first analysed track, with warm caches.
 
     python benchmarks/startup.py [--corpus corpus/orchestral] [--seconds 20] [--repeats 3]
-                                 [--sets loudness,default] [--workers 1] [--out DIR]
+                                 [--sets loudness,default] [--workers 1] [--tracks 1] [--out DIR]
 
-A one-track dataset (a ``--seconds`` clip from the middle of the first corpus track, or a synthetic
-song when there is no corpus) is analysed by the real CLI, ``python -m mirflow run DATASET -a SET
+A dataset of ``--tracks`` tracks (a ``--seconds`` clip from the middle of each of the first corpus
+tracks, or synthetic songs when there is no corpus) is analysed by the real CLI, ``python -m mirflow run DATASET -a SET
 --force all --json``, once to warm every cache (numba's on-disk cache, the OS file cache), then
 ``--repeats`` times per set, the sets interleaved. Per run:
 
@@ -50,27 +50,37 @@ from clips import children_cpu  # benchmarks/ is on sys.path when run as a scrip
 DEFAULT_SETS = ("loudness", "default")
 
 
-def make_dataset(root: Path, corpus: Path | None, seconds: float) -> str:
-    """One track at ``root/clip/full_mix.flac``; returns where the audio came from."""
-    folder = root / "clip"
-    folder.mkdir(parents=True)
+def make_dataset(root: Path, corpus: Path | None, seconds: float, tracks: int = 1) -> str:
+    """``tracks`` tracks at ``root/clip-N/full_mix.flac`` (a ``seconds`` clip from the middle of
+    each of the first corpus tracks long enough, else synthetic songs); says where they came from."""
     sources = sorted(corpus.glob("*/full_mix.*")) if corpus and corpus.is_dir() else []
+    names = []
     for src in sources:
-        info = sf.info(str(src))
-        if info.duration >= seconds + 2:
-            from mirflow.core.audio import decode
+        if len(names) == tracks:
+            break
+        if sf.info(str(src)).duration < seconds + 2:
+            continue
+        from mirflow.core.audio import decode
 
-            audio = decode(src)
-            start = audio.frames // 2 - int(seconds * audio.sr) // 2
-            sf.write(str(folder / "full_mix.flac"),
-                     audio.samples[:, start:start + int(seconds * audio.sr)].T, audio.sr)
-            return f"{src.parent.name} ({seconds:.0f} s clip)"
+        audio = decode(src)
+        start = audio.frames // 2 - int(seconds * audio.sr) // 2
+        folder = root / f"clip-{len(names)}"
+        folder.mkdir(parents=True)
+        sf.write(str(folder / "full_mix.flac"),
+                 audio.samples[:, start:start + int(seconds * audio.sr)].T, audio.sr)
+        names.append(src.parent.name)
     from mirflow.core.synth import synth_song
 
     sr = 44100
-    y = synth_song(bpm=120.0, seconds=seconds, sr=sr, seed=1)
-    sf.write(str(folder / "full_mix.flac"), np.asarray(y).T if np.ndim(y) == 2 else y, sr)
-    return f"synthetic song ({seconds:.0f} s)"
+    synthetic = 0
+    while len(names) < tracks:
+        y = synth_song(bpm=120.0 + 7 * synthetic, seconds=seconds, sr=sr, seed=1 + synthetic)
+        folder = root / f"clip-{len(names)}"
+        folder.mkdir(parents=True)
+        sf.write(str(folder / "full_mix.flac"), np.asarray(y).T if np.ndim(y) == 2 else y, sr)
+        names.append("synthetic song")
+        synthetic += 1
+    return f"{', '.join(names)} ({seconds:.0f} s clip{'s' if tracks > 1 else ''})"
 
 
 def run_once(dataset: Path, analyzers: str, workers: int, src: Path | None = None) -> dict:
@@ -137,6 +147,8 @@ def main() -> None:
                     help="comma-separated analyzer sets; 'default' = mirflow's default set; "
                          "use + inside a set: loudness+spectral")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--tracks", type=int, default=1,
+                    help="clips in the dataset (more than one to see several workers start)")
     ap.add_argument("--label", default="", help="a label for this measurement (e.g. before/after)")
     ap.add_argument("--out", type=Path, help="folder for startup.json and startup.md")
     ap.add_argument("--src", action="append", default=[], metavar="LABEL=DIR",
@@ -155,7 +167,7 @@ def main() -> None:
            "workers": args.workers, "label": args.label}
     with tempfile.TemporaryDirectory(prefix="mirflow-startup-") as tmp:
         dataset = Path(tmp) / "dataset"
-        env["track"] = make_dataset(dataset, args.corpus, args.seconds)
+        env["track"] = make_dataset(dataset, args.corpus, args.seconds, args.tracks)
         print(json.dumps(env), flush=True)
         results: dict[str, list[dict]] = {s: [] for s in sets}
         for s, analyzers, src in runs:  # warm every cache first
@@ -183,7 +195,7 @@ def main() -> None:
                    "runs": results[s]} for s in sets}
     lines = [f"Start-up {args.label} ({env['date']}, {env['cores']} cores, load average "
              f"{env['load_avg_start'][0]:.1f} -> {env['load_avg_end'][0]:.1f}; track: {env['track']}; "
-             f"`python benchmarks/startup.py --repeats {args.repeats} --workers {args.workers}`)", "",
+             f"`python benchmarks/startup.py --repeats {args.repeats} --workers {args.workers} --tracks {args.tracks}`)", "",
              "| set | analyzers | command to first track, s (median) | whole command, s | before the run starts, s | CPU s (process tree) |",
              "|---|---|---|---|---|---|"]
     for s in sets:
