@@ -49,6 +49,16 @@ def test_warm_up_waits_for_the_lock_holder_until_a_warm_up_completed(
         holder.wait()
 
 
+def test_warm_up_without_a_place_for_the_lock_still_runs(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocker / "cache"))  # its parent is a file
+    calls = []
+    jit.warm_up("x", lambda: calls.append(1))
+    assert calls == [1]
+
+
 def test_warm_marker_changes_with_the_installation(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,25 @@ def warm_up(name: str, run: Callable[[], object], *, timeout: float = 600.0) -> 
     if marker.exists():
         run()
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path), timeout=timeout):
+        lock = FileLock(str(path), timeout=timeout)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except Timeout:  # another process compiles for longer than ``timeout``: an error
+            raise
+        except OSError as exc:
+            log.warning("numba warm-up of %s without the lock, which cannot be created at %s (%s); "
+                        "set NUMBA_CACHE_DIR to a writable folder", name, path, exc)
+            run()
+            return
+        try:
             run()
             try:
                 marker.touch()
             except OSError as exc:  # a read-only temp folder: warm up under the lock every time
                 log.debug("cannot write %s (%s)", marker, exc)
+        finally:
+            lock.release()
     log.debug("%s: numba warm-up took %.2f s%s", name, time.perf_counter() - start,
               "" if marker.exists() else " (under the lock)")
 
