@@ -374,6 +374,8 @@ def variant_mirflow(dataset: Path, work: Path, device: str, separation_only: boo
                          f"{json.dumps(summary.get('failures'))[:3000]}\n{proc.stderr[-3000:]}")
     timing = summary.get("timing") or {}
     stages = {n: a["compute_s"] for n, a in (timing.get("analyzers") or {}).items()}
+    if (timing.get("decode") or {}).get("tracks"):  # (a) and (b) count decoding in their stages
+        stages["decode"] = timing["decode"]["compute_s"]
     return {"stages": stages, "timing": timing, "command": " ".join(cmd[1:])}
 
 
@@ -462,7 +464,7 @@ def to_markdown(report: dict) -> str:
         if ratios.get(k) is not None:
             lines.append("- " + text.format(ratios[k]) + ".")
     lines += ["", "For (c) and (s) the stage columns are mirflow's worker compute seconds per track "
-              "(stages overlap; features include per-stem loudness and spectral); for (a) and (b) "
+              "(stages overlap; features include per-stem loudness and spectral, and decoding); for (a) and (b) "
               "they are the wall seconds of each stage. CPU s: user + system seconds of the variant's whole "
               "process tree (steadier than wall time on a shared machine). Peak RSS is the largest "
               "single process."]

@@ -97,6 +97,8 @@ def test_every_track_is_decoded_once_and_stems_never(lane: bool, dataset: Path,
     assert mixes == {f"track {i}/{next(dataset.joinpath(f'track {i}').glob('full_mix.*')).name}": 1
                      for i in range(3)}, counts
     assert counts == mixes, "stem files were decoded"
+    # the timing report counts each decode once, wherever it happened (lane or CPU worker)
+    assert summary.timing["decode"]["tracks"] == 3 and summary.timing["decode"]["compute_s"] > 0
     in_memory = {i: sidecar(dataset / f"track {i}") for i in range(3)}
     assert all(in_memory[i]["stems_analyzed"] == sorted(SOURCES) for i in range(3))
     # the same per-stem features from the stem files on disk (decoded this time)

@@ -77,3 +77,15 @@ def test_zero_audio_is_not_a_rate(tmp_path: Path) -> None:
     book.observe("loudness", "cpu", "x", compute_s=1.0, audio_s=0.0, tracks=1)
     book.save()
     assert not (tmp_path / "r.json").exists()
+
+
+def test_rates_of_the_first_format_are_not_read(tmp_path: Path) -> None:
+    """Format 1 counted decoding the mix in the first analyzer's rate: those rates are dropped."""
+    path = tmp_path / "rates.json"
+    book = RateBook(path)
+    book.observe("loudness", "cpu", "x", compute_s=1.0, audio_s=50.0, tracks=1)
+    book.save()
+    data = json.loads(path.read_text())
+    assert RateBook(path).get("loudness", "cpu", "x") is not None
+    path.write_text(json.dumps({**data, "format": 1}))
+    assert RateBook(path).get("loudness", "cpu", "x") is None

@@ -145,3 +145,42 @@ def test_warm_up_phases_from_the_executor(dataset: Path, tmp_path: Path) -> None
                       "warming up: setting up rhythm (loading models, compiling)",
                       "warming up: decoding the first tracks"]
     timing.poll(emit, object())  # an executor without phases(): nothing, no error
+
+
+def test_decoding_is_timed_apart_from_the_analyzer_that_first_reads_the_mix(dataset: Path) -> None:
+    """The first analyzer to read a track's mix triggers its decode; its compute seconds (and so
+    its rate) leave the decode out, which is reported as ``decode_seconds`` instead."""
+    from mirflow.core.audio import TrackContext, decode
+    from mirflow.core.dataset import Track
+    from mirflow.run.worker import AnalyzerSpec, WorkUnit, Worker
+
+    mix = write_track(dataset, "a", sine(seconds=1.0))
+
+    def slow_decode(path: Path):
+        time.sleep(0.3)
+        return decode(path)
+
+    worker = Worker([AnalyzerSpec("loudness"), AnalyzerSpec("spectral")], device="cpu")
+    worker.analyzer("loudness"), worker.analyzer("spectral")  # set up outside the timed calls
+    unit = WorkUnit(Track(mix.parent, mix), due=("loudness", "spectral"))
+    [res] = worker.process([unit], [TrackContext(mix, loader=slow_decode)])
+    assert res["loudness"].status == res["spectral"].status == "ok"
+    assert res["loudness"].decode_seconds >= 0.3 and res["loudness"].seconds < 0.3
+    assert res["spectral"].decode_seconds == 0.0
+    assert "decode_seconds" not in res["loudness"].record()  # not a sidecar field
+
+
+def test_decode_row_stage_busy_and_decode_rate(dataset: Path, tmp_path: Path) -> None:
+    from mirflow.run.rates import DECODE
+
+    write_track(dataset, "t", sine(seconds=4.0))
+    track = discover(dataset)[0]
+    book = RateBook(tmp_path / "rates.json")
+    timing = Timing({"cpu_a": Cpu()}, unavailable={}, device="cpu", workers=1, rates=book)
+    timing.track_done(track, {"cpu_a": AnalyzerResult(status="ok", seconds=0.5, decode_seconds=0.2)})
+    report = timing.finish(10.0)
+    assert report["analyzers"]["cpu_a"]["compute_s"] == 0.5
+    assert report["decode"] == {"tracks": 1, "compute_s": 0.2, "audio_s": 4.0, "x_realtime": 20.0}
+    assert report["stages"]["workers"]["busy_s"] == pytest.approx(0.7)  # the workers decoded too
+    rate = RateBook(tmp_path / "rates.json").get(DECODE, "cpu", "")
+    assert rate is not None and rate.per_audio_second == pytest.approx(0.05)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -265,6 +266,8 @@ class TrackContext:
     #: the track reads stems, so a chunk does not hold them all until it ends).
     keep_stems: bool = True
     files_to_write: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: Seconds spent decoding this file (0 until it is decoded; a failed decode counts too).
+    decode_seconds: float = 0.0
 
     @classmethod
     def from_array(cls, samples: np.ndarray, sr: int, *, path: str | os.PathLike[str] = "<memory>",
@@ -290,11 +293,14 @@ class TrackContext:
             if self._decode_error is not None:  # a failed decode is not retried per analyzer
                 raise self._decode_error
             self.stats["decode"] += 1
+            start = time.perf_counter()
             try:
                 self._audio = _sanitise(self.loader(self.path), self.warnings)
             except DecodeError as exc:
                 self._decode_error = exc
                 raise
+            finally:
+                self.decode_seconds += time.perf_counter() - start
         return self._audio
 
     @property

@@ -113,9 +113,12 @@ class AnalyzerResult:
     features: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     note: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # the analyzer's compute, without decoding the mix (decode_seconds)
     version: int = 1
     params: str = ""
+    #: Seconds this analyzer's call spent decoding the mix (it was the first to read it); not in
+    #: ``seconds`` and not in the sidecar: the timing report shows decoding on its own.
+    decode_seconds: float = 0.0
     #: The output-affecting parameters (``Analyzer.hashed_params()``), stored readably.
     parameters: dict[str, Any] | None = None
     fingerprint: str | None = None

@@ -23,7 +23,7 @@ from ..core.config import RunOptions
 from ..core.dataset import discover
 from .coordinator import build_analyzers
 from .plan import BLOCKED, DUE, decide, read_for_plan
-from .rates import RateBook
+from .rates import DECODE, RateBook
 from .timing import Durations, device_labels
 
 
@@ -64,11 +64,14 @@ class PlanReport:
     missing_rates: list[str]
     unknown_durations: int = 0
     pairs: list[dict[str, str]] = field(default_factory=list)
+    #: Expected seconds decoding the due tracks (``None`` until a run measured decoding here).
+    decode_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "tracks": self.tracks, "due_tracks": self.due_tracks,
                 "audio_s": round(self.audio_s, 3), "workers": self.workers,
                 "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+                "decode_s": None if self.decode_s is None else round(self.decode_s, 1),
                 "missing_rates": self.missing_rates, "unknown_durations": self.unknown_durations,
                 "analyzers": {n: a.as_dict() for n, a in self.analyzers.items()},
                 "unavailable": self.unavailable, "due": self.pairs}
@@ -115,7 +118,9 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
     workers = 1 if options.executor == "serial" else max(1, min(
         options.workers or os.cpu_count() or 1, max(due_tracks, 1)))
     missing = [n for n, p in plans.items() if p.due and p.rate is None]
-    cpu_s = gpu_s = 0.0
+    decode = rates.get(DECODE, "cpu", "")  # every due track's mix decoded once, on the CPU
+    decode_s = decode.per_audio_second * audio if decode else None
+    cpu_s, gpu_s = decode_s or 0.0, 0.0
     for p in plans.values():
         if p.due and p.rate is not None:
             p.compute_s = p.rate * p.audio_s
@@ -125,4 +130,4 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
                 gpu_s += p.compute_s
     eta = None if missing else max(cpu_s / workers, gpu_s)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
-                      missing, unknown, pairs)
+                      missing, unknown, pairs, decode_s)

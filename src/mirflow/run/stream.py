@@ -331,6 +331,9 @@ class StreamWorker:
         """Hand the track on (CPU analyzers due: a CPU worker writes its stems) or write its stems."""
         ctx, res = item.ctx, item.results
         assert ctx is not None
+        first = next((n for n in self.names if n in item.unit.due and n in res), None)
+        if first is not None:  # decoded by the decode threads: reported with the lane's first result
+            res[first].decode_seconds = ctx.decode_seconds
         if item.unit.hand_on:
             decoded = Decoded.of(ctx)
             if decoded is not None:  # its arrays wait in shared memory; the pipes carry a handle

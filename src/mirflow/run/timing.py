@@ -7,13 +7,15 @@ The coordinator drives one :class:`Timing` per run with a handful of calls (``pl
   from decoding, read once per plan in a background thread so dispatching is not delayed.
 * **Per analyzer**: tracks, compute seconds (as measured in the workers) and audio seconds, hence
   *x realtime* = audio seconds / compute seconds (per worker: with 2 workers the run is about twice
-  as fast as one analyzer's figure).
+  as fast as one analyzer's figure). Decoding the mix is not in it: the mix is decoded when an
+  analyzer first reads it (or by the GPU lane's decode threads), and that time is its own row,
+  ``decode``, with its own rate, so an analyzer's rate does not depend on which ran first.
 * **Per stage**: the busy fraction, busy seconds / (slots x wall seconds). An executor that knows its
   stages exposes ``stages`` (``{stage: (slots, [analyzer, ...])}``) or reports busy seconds itself
   through :meth:`Timing.stage_busy`; otherwise every CPU analyzer counts towards one ``workers``
   stage (slots = worker processes) and GPU analyzers on an accelerator towards a ``gpu`` stage. Busy
-  time there is analyzer compute only (decoding and sidecar writes are not included), so it is a
-  lower bound.
+  time there is analyzer compute, plus decoding for the CPU workers (sidecar writes and hand-offs
+  are not included), so it is a lower bound.
 * **Per node**: an executor spanning machines (Ray) offers ``node_report()``; the report then has
   ``nodes``: per node address, the tracks computed there and its workers' busy seconds.
 * **Accelerator**: the fraction of wall time the GPU was busy, sampled with NVML (``pynvml``, from the
@@ -36,7 +38,7 @@ from typing import Any
 
 from ..analyzers.base import Analyzer
 from ..core.dataset import Track
-from .rates import RateBook
+from .rates import DECODE, RateBook
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +188,7 @@ class _Acc:
     tracks: int = 0
     compute_s: float = 0.0
     audio_s: float = 0.0
+    decode_s: float = 0.0  # decoding the mix in this analyzer's calls (its stage was busy)
 
 
 class Timing:
@@ -203,6 +206,7 @@ class Timing:
         self.first_result_s: float | None = None
         self.labels: dict[str, str] | None = None
         self._acc = {n: _Acc() for n in self.analyzers}
+        self._decode = _Acc()  # decoding the mixes, wherever an analyzer first read one
         self._stage_busy: dict[str, float] = {}
         self._stage_slots: dict[str, int] = {}
         self._estimate: dict[str, Any] | None = None
@@ -235,13 +239,14 @@ class Timing:
         for name, a in self.analyzers.items():
             rate = self.rates.get(name, self.labels[name], a.params_hash())
             per_audio[name] = rate.per_audio_second if rate else None
+        decode = self.rates.get(DECODE, "cpu", "")  # unknown: not counted (a small part)
         weights: dict[str, float] = {}
         total_audio = 0.0
         known = True
         for track, names in items:
             dur = self.durations.get(track) or 0.0
             total_audio += dur
-            cost = 0.0
+            cost = decode.per_audio_second * dur if decode else 0.0
             for n in names:
                 r = per_audio.get(n)
                 if r is None:
@@ -300,7 +305,15 @@ class Timing:
         duration = self.durations.get(track)
         for name, res in results.items():
             acc = self._acc.get(name)
-            if acc is None or res.status != "ok":
+            if acc is None:
+                continue
+            decode = float(getattr(res, "decode_seconds", 0.0) or 0.0)
+            if decode > 0:
+                acc.decode_s += decode
+                self._decode.tracks += 1
+                self._decode.compute_s += decode
+                self._decode.audio_s += duration or 0.0
+            if res.status != "ok":
                 continue
             acc.tracks += 1
             acc.compute_s += float(res.seconds or 0.0)
@@ -338,6 +351,13 @@ class Timing:
             if self.rates is not None and acc.audio_s > 0:
                 self.rates.observe(name, labels[name], self.analyzers[name].params_hash(),
                                    compute_s=acc.compute_s, audio_s=acc.audio_s, tracks=acc.tracks)
+        dec = self._decode
+        report["decode"] = {"tracks": dec.tracks, "compute_s": round(dec.compute_s, 3),
+                            "audio_s": round(dec.audio_s, 3),
+                            "x_realtime": round(dec.audio_s / dec.compute_s, 2) if dec.compute_s > 0 else None}
+        if self.rates is not None and dec.audio_s > 0:
+            self.rates.observe(DECODE, "cpu", "", compute_s=dec.compute_s, audio_s=dec.audio_s,
+                               tracks=dec.tracks)
         report["stages"] = self._stages(wall_s, labels, executor)
         node_report = getattr(executor, "node_report", None)  # executors spanning machines
         if callable(node_report):
@@ -359,7 +379,11 @@ class Timing:
                 if gpu:
                     groups["gpu"] = (1, gpu)
             for stage, (n_slots, names) in groups.items():
-                busy[stage] = sum(self._acc[n].compute_s for n in names if n in self._acc)
+                # a CPU analyzer's worker was busy decoding too; the GPU lane decodes in threads
+                # beside the accelerator, which was not busy with it
+                busy[stage] = sum(self._acc[n].compute_s + (
+                    self._acc[n].decode_s if labels.get(n, "cpu") == "cpu" else 0.0)
+                    for n in names if n in self._acc)
                 slots[stage] = max(1, n_slots)
         out = {}
         for stage, seconds in busy.items():

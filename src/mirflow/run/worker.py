@@ -309,22 +309,26 @@ class Worker:
             for sink in sinks:
                 sink[name] = self._result(name, "error", error=f"setup failed: {describe(exc)}")
             return
+        decoded = [ctx.decode_seconds for ctx in ctxs]  # decoding the mix is timed on its own
         if analyzer.batchable and len(ctxs) > 1:
             start = time.perf_counter()
             outs = analyzer.analyze_batch(ctxs)
-            each = (time.perf_counter() - start) / len(ctxs)
-            timed = [(o, each) for o in outs]
+            decoded = [ctx.decode_seconds - before for ctx, before in zip(ctxs, decoded)]
+            each = max(0.0, time.perf_counter() - start - sum(decoded)) / len(ctxs)
+            timed = [(o, each, d) for o, d in zip(outs, decoded)]
         else:
             timed = []
-            for ctx in ctxs:
+            for ctx, before in zip(ctxs, decoded):
                 start = time.perf_counter()
                 try:
                     out: dict[str, Any] | BaseException = analyzer.analyze(ctx)
                 except Exception as exc:  # noqa: BLE001 - one bad track never stops the run
                     out = exc
-                timed.append((out, time.perf_counter() - start))
-        for unit, ctx, sink, (out, seconds) in zip(units, ctxs, sinks, timed):
+                decode = ctx.decode_seconds - before
+                timed.append((out, max(0.0, time.perf_counter() - start - decode), decode))
+        for unit, ctx, sink, (out, seconds, decode) in zip(units, ctxs, sinks, timed):
             sink[name] = self._to_result(analyzer, unit, ctx, out, seconds)
+            sink[name].decode_seconds = decode
 
     def _to_result(self, analyzer: Analyzer, unit: WorkUnit, ctx: TrackContext,
                    out: dict[str, Any] | BaseException, seconds: float) -> AnalyzerResult:
