@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from dataclasses import dataclass, field, replace
@@ -96,7 +97,7 @@ class Decoded:
         return ctx
 
 
-class HandedTrack:
+class HandedTrack(ABC):
     """A :class:`Decoded` track on its way from one process to another, its arrays elsewhere than
     in the message (shared memory, Ray's object store). The receiving :class:`Worker` opens it;
     when it is lost, the track is decoded again from its files, unless the earlier stage left files
@@ -104,9 +105,9 @@ class HandedTrack:
 
     writes: tuple[str, ...] = ()
 
+    @abstractmethod
     def open(self) -> Decoded:
         """The track; :class:`~mirflow.core.errors.HandOffLost` when it is gone."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
