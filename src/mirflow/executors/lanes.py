@@ -7,11 +7,14 @@ coordinator sees one future per chunk whose results hold both pools' records.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 
 from ..core.sidecar import AnalyzerResult
-from ..run.worker import WorkUnit
+from ..run.worker import AnalyzerSpec, WorkUnit
+
+log = logging.getLogger(__name__)
 
 Results = list[dict[str, AnalyzerResult]]
 
@@ -45,3 +48,15 @@ def then_cpu(gpu_future: Future, cpu_units: Callable[[Results], list[WorkUnit]],
 def ok_names(results: dict[str, AnalyzerResult]) -> set[str]:
     """The analyzers that succeeded in ``results`` (they count as ready for the next pool)."""
     return {n for n, r in results.items() if r.status == "ok"}
+
+
+def accelerated_specs(gpu_specs: list[AnalyzerSpec], device: str, *, gpus: str) -> list[AnalyzerSpec]:
+    """The GPU analyzers of ``gpu_specs`` that would compute on accelerator ``device``
+    (``Analyzer.accelerated``); the others (classifiers without an ONNX Runtime GPU provider, an
+    analyzer whose own ``device`` is ``cpu``) are logged and left to the CPU pool, where several
+    run at once instead of one after another beside the model. ``gpus`` names the accelerators
+    in the message."""
+    on_cpu = [s.name for s in gpu_specs if not s.build().accelerated(device)]
+    if on_cpu:
+        log.info("%s cannot use %s: run on the CPU pool", ", ".join(on_cpu), gpus)
+    return [s for s in gpu_specs if s.name not in on_cpu]

@@ -65,7 +65,7 @@ from ..core.sidecar import AnalyzerResult
 from ..run import limits
 from ..run.worker import HANDOFF, AnalyzerSpec, ShippedTrack, WorkUnit, describe
 from .gpu_lane import LANE_WINDOW, lane_main
-from .lanes import ok_names, then_cpu
+from .lanes import accelerated_specs, ok_names, then_cpu
 from .process import THREAD_ENV_VARS, ProcessBackend
 from .supervisor import Supervisor, failure
 
@@ -103,10 +103,7 @@ class LocalExecutor:
         if gpu_lane is None:
             gpu_lane = bool(gpu_specs) and accelerator_present(device)
         if gpu_lane:  # those that cannot use the accelerator here run on the CPU workers
-            on_cpu = [s.name for s in gpu_specs if not s.build().accelerated(device)]
-            if on_cpu:
-                log.info("%s cannot use %s here: run on the CPU workers", ", ".join(on_cpu), device)
-            gpu_specs = [s for s in gpu_specs if s.name not in on_cpu]
+            gpu_specs = accelerated_specs(gpu_specs, device, gpus=f"{device} here")
         self._gpu_names = frozenset(s.name for s in gpu_specs) if gpu_lane and gpu_specs else frozenset()
         self._pool = Supervisor(ProcessBackend(list(specs), device=device, threads=threads_per_worker,
                                                label="worker", cores=self.cores),

@@ -56,7 +56,7 @@ from typing import Any
 from ..core.errors import ConfigError, HandOffLost
 from ..core.sidecar import AnalyzerResult
 from ..run.worker import HANDOFF, AnalyzerSpec, Decoded, HandedTrack, WorkUnit, Worker
-from .lanes import ok_names, then_cpu
+from .lanes import accelerated_specs, ok_names, then_cpu
 from .process import THREAD_ENV_VARS
 from .supervisor import Event, Supervisor
 
@@ -381,11 +381,8 @@ class RayExecutor:
         if gpu_specs and kind != "cpu" and cluster_gpus:
             # the cluster's GPUs are CUDA devices (Ray's "GPU" resource); what can use them is
             # judged from the driver's installation, as the cluster's nodes share its environment
-            on_cpu = [s.name for s in gpu_specs
-                      if not s.build().accelerated(device if kind == "cuda" else "cuda")]
-            if on_cpu:
-                log.info("%s cannot use the cluster's GPUs: run on the CPU actors", ", ".join(on_cpu))
-            gpu_specs = [s for s in gpu_specs if s.name not in on_cpu]
+            gpu_specs = accelerated_specs(gpu_specs, device if kind == "cuda" else "cuda",
+                                          gpus="the cluster's GPUs")
         use_gpu = bool(gpu_specs) and kind != "cpu" and cluster_gpus > 0
         self._gpu_names = frozenset(s.name for s in gpu_specs) if use_gpu else frozenset()
         cpu_specs = [s for s in specs if s.name not in self._gpu_names]

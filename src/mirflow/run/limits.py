@@ -26,11 +26,11 @@ Every track is decoded whole into memory today; what each analyzer adds to that:
 - ``separation``: cannot stream the output: four stems at 44.1 kHz stereo are held until written, plus
   the model (about 1.5 GiB on CPU);
 - ``classifiers``: the mel patches of the whole track plus the model (about 0.5 GiB);
+- ``stems``: reads one stem at a time.
 
 A model (``Analyzer.model_memory``) counts once per track in flight, as each track in flight may
 have a worker process with its own copy, except where one process holds it for every track (the
 local executor's GPU lane: ``models_held_once``): there it counts once for the run.
-- ``stems``: reads one stem at a time.
 """
 
 from __future__ import annotations

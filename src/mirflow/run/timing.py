@@ -307,11 +307,10 @@ class Timing:
             acc = self._acc.get(name)
             if acc is None:
                 continue
-            decode = float(getattr(res, "decode_seconds", 0.0) or 0.0)
-            if decode > 0:
-                acc.decode_s += decode
+            if res.decode_seconds > 0:
+                acc.decode_s += res.decode_seconds
                 self._decode.tracks += 1
-                self._decode.compute_s += decode
+                self._decode.compute_s += res.decode_seconds
                 self._decode.audio_s += duration or 0.0
             if res.status != "ok":
                 continue

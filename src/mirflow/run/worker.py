@@ -310,31 +310,34 @@ class Worker:
             for sink in sinks:
                 sink[name] = self._result(name, "error", error=f"setup failed: {describe(exc)}")
             return
-        decoded = [ctx.decode_seconds for ctx in ctxs]  # decoding the mix is timed on its own
+        # the mix is decoded by the first analyzer that reads it: that time is reported apart
+        decoded_before = [ctx.decode_seconds for ctx in ctxs]
         if analyzer.batchable and len(ctxs) > 1:
             start = time.perf_counter()
             outs = analyzer.analyze_batch(ctxs)
-            decoded = [ctx.decode_seconds - before for ctx, before in zip(ctxs, decoded)]
-            each = max(0.0, time.perf_counter() - start - sum(decoded)) / len(ctxs)
-            timed = [(o, each, d) for o, d in zip(outs, decoded)]
+            elapsed = time.perf_counter() - start
+            decodes = [ctx.decode_seconds - b for ctx, b in zip(ctxs, decoded_before)]
+            each = max(0.0, elapsed - sum(decodes)) / len(ctxs)
+            timed = [(o, each, d) for o, d in zip(outs, decodes)]
         else:
             timed = []
-            for ctx, before in zip(ctxs, decoded):
+            for ctx, before in zip(ctxs, decoded_before):
                 start = time.perf_counter()
                 try:
                     out: dict[str, Any] | BaseException = analyzer.analyze(ctx)
                 except Exception as exc:  # noqa: BLE001 - one bad track never stops the run
                     out = exc
-                decode = ctx.decode_seconds - before
-                timed.append((out, max(0.0, time.perf_counter() - start - decode), decode))
+                elapsed, decode = time.perf_counter() - start, ctx.decode_seconds - before
+                timed.append((out, max(0.0, elapsed - decode), decode))
         for unit, ctx, sink, (out, seconds, decode) in zip(units, ctxs, sinks, timed):
-            sink[name] = self._to_result(analyzer, unit, ctx, out, seconds)
-            sink[name].decode_seconds = decode
+            sink[name] = self._to_result(analyzer, unit, ctx, out, seconds, decode)
 
     def _to_result(self, analyzer: Analyzer, unit: WorkUnit, ctx: TrackContext,
-                   out: dict[str, Any] | BaseException, seconds: float) -> AnalyzerResult:
+                   out: dict[str, Any] | BaseException, seconds: float,
+                   decode_seconds: float = 0.0) -> AnalyzerResult:
         base = dict(version=analyzer.version, params=analyzer.params_hash(),
-                    parameters=analyzer.hashed_params(), seconds=seconds)
+                    parameters=analyzer.hashed_params(), seconds=seconds,
+                    decode_seconds=decode_seconds)
         if isinstance(out, Blocked):
             return AnalyzerResult(status="blocked", note=str(out),
                                   fingerprint=self._fingerprint(analyzer, unit), **base)
