@@ -113,10 +113,7 @@ class Shipped:
     def release(self) -> None:
         """Remove the file (if still there); arrays already mapped from it stay valid."""
         if self.path is not None:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            Path(self.path).unlink(missing_ok=True)
 
 
 def ship(obj: Any, *, folder: Path | None = None, min_bytes: int = MIN_BYTES) -> Shipped:
@@ -166,13 +163,10 @@ def _write(path: Path, buffers: list[pickle.PickleBuffer], spans: list[tuple[int
                 # model and decode threads go on meanwhile
                 np.copyto(np.frombuffer(mapped, np.uint8, n, off), np.frombuffer(buf.raw(), np.uint8))
     except BaseException:
-        os.close(fd)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        path.unlink(missing_ok=True)
         raise
-    os.close(fd)
+    finally:
+        os.close(fd)
 
 
 def sweep(*, owner: int | None = None, folder: Path | None = None) -> int:
@@ -194,7 +188,11 @@ def sweep(*, owner: int | None = None, folder: Path | None = None) -> int:
             pid, creator = (int(x) for x in path.name[len(PREFIX):].split("-", 2)[:2])
         except ValueError:
             continue
-        if (pid != owner or _alive(creator)) if owner is not None else _alive(pid):
+        if owner is None:
+            left = not _alive(pid)  # its coordinator was killed
+        else:
+            left = pid == owner and not _alive(creator)  # its lane was lost before sending it
+        if not left:
             continue
         try:
             path.unlink()
