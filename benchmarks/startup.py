@@ -4,8 +4,8 @@
                                  [--sets loudness,default] [--workers 1] [--tracks 1] [--out DIR]
 
 A dataset of ``--tracks`` tracks (a ``--seconds`` clip from the middle of each of the first corpus
-tracks, or synthetic songs when there is no corpus) is analysed by the real CLI, ``python -m mirflow run DATASET -a SET
---force all --json``, once to warm every cache (numba's on-disk cache, the OS file cache), then
+tracks, or synthetic songs when there is no corpus) is analysed by the real CLI, ``mirflow run DATASET -a SET
+--force all --json`` (the executable next to this Python; ``python -m mirflow`` without one), once to warm every cache (numba's on-disk cache, the OS file cache), then
 ``--repeats`` times per set, the sets interleaved. Per run:
 
 * ``wall``: the whole command, interpreter start to exit;
@@ -83,11 +83,18 @@ def make_dataset(root: Path, corpus: Path | None, seconds: float, tracks: int = 
     return f"{', '.join(names)} ({seconds:.0f} s clip{'s' if tracks > 1 else ''})"
 
 
+def mirflow_command() -> list[str]:
+    """The ``mirflow`` executable users type, installed next to this interpreter (it starts
+    differently from ``python -m mirflow``: spawned workers re-run a main *script*); ``python -m
+    mirflow`` where there is none."""
+    script = Path(sys.executable).with_name("mirflow")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "mirflow"]
+
+
 def run_once(dataset: Path, analyzers: str, workers: int, src: Path | None = None) -> dict:
-    cmd = [sys.executable, "-m", "mirflow", "run", str(dataset), "--force", "all", "--json",
-           "-j", str(workers)]
+    cmd = [*mirflow_command(), "run", str(dataset), "--force", "all", "--json", "-j", str(workers)]
     if analyzers != "default":
-        cmd[4:4] = ["-a", analyzers]
+        cmd[-6:-6] = ["-a", analyzers]
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src / "src"), env.get("PYTHONPATH")]))
@@ -131,8 +138,12 @@ def importtime(code: str, top: int = 12) -> list[tuple[str, float]]:
 
 
 def worker_code(analyzers: list[str]) -> str:
-    """What a worker does before its first track: import the registry, build and set up."""
-    return ("from mirflow import analyzers as r\n"
+    """What a worker does before its first track: defer what workers defer, import the registry,
+    build and set up."""
+    return ("from mirflow.core import imports\n"
+            "for m in getattr(imports, 'IN_WORKERS', ()):\n"
+            "    imports.defer(m)\n"
+            "from mirflow import analyzers as r\n"
             f"for n in {analyzers!r}:\n"
             "    a = r.get(n)()\n"
             "    a.unavailable_reason() or a.setup('cpu')\n")

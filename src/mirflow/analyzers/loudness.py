@@ -39,7 +39,6 @@ import importlib.machinery
 import importlib.util
 import logging
 import math
-import sys
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -130,10 +129,13 @@ def sos_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
     imports every submodule (``scipy.stats``, ``scipy.interpolate``, ...): 1-1.5 s of a loudness
     worker's 2-3 s start-up, for one loop. The kernel's extension module (``scipy/signal/_sosfilt``)
     is loaded from its file without that ``__init__`` (private to SciPy, present since SciPy 1.2),
-    or taken from ``scipy.signal`` when that is imported already. Where it cannot be found or
-    loaded (another SciPy layout) the public function is used, with the same contract.
+    or taken from ``scipy.signal`` when that is imported already (not merely deferred, see
+    :mod:`mirflow.core.imports`). Where it cannot be found or loaded (another SciPy layout) the
+    public function is used, with the same contract.
     """
-    if "scipy.signal" in sys.modules:
+    from ..core.imports import imported
+
+    if imported("scipy.signal"):
         try:
             from scipy.signal._sosfilt import _sosfilt
             return _sosfilt

@@ -35,7 +35,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -90,6 +91,17 @@ def start_child(parent_pid: int, threads: int, log_level: int) -> Any:
     return threadpool_limits(limits=threads)
 
 
+def import_analyzers() -> None:
+    """A worker's imports before its first task: the analyzer modules (now, not on the first
+    track's time), with the SciPy packages they never call deferred (``core.imports``)."""
+    from .. import analyzers as registry
+    from ..core import imports
+
+    for name in imports.IN_WORKERS:
+        imports.defer(name)
+    registry.available_names()
+
+
 def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], device: str,
                 threads: int, log_level: int, allowance: Any = None, cores: int = 0) -> None:
     """The loop of one worker process: receive ``(task_id, units)``, send back events.
@@ -106,9 +118,7 @@ def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], de
     def phase(step: str, name: str) -> None:
         conn.send(("phase", task_id[0], (step, name)))
 
-    from .. import analyzers as registry
-
-    registry.available_names()  # import the analyzer modules now, not on the first track's time
+    import_analyzers()
     worker = Worker(specs, device=device, threads=threads, on_phase=phase)
     try:
         while True:
@@ -129,6 +139,29 @@ def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], de
         gc.freeze()  # the process exits next: no collector pass over every object (tenths of a s)
 
 
+@contextmanager
+def main_script_hidden() -> Iterator[None]:
+    """While a child is started: keep multiprocessing from running mirflow's console script again.
+
+    The ``spawn`` start method runs the parent's main *script* (one without a module name, as the
+    ``mirflow`` executable that pip writes) in the child, as ``__mp_main__``; that one only imports
+    the command line, 0.3 s of imports a worker never uses. When the main module is that script
+    (its ``main`` is :func:`mirflow.cli.main`), its ``__file__`` is hidden for the call. Any other
+    main module (a user's script calling the library) is left to multiprocessing as usual."""
+    main = sys.modules.get("__main__")
+    cli = sys.modules.get("mirflow.cli")
+    if (main is None or cli is None or getattr(main, "__spec__", None) is not None
+            or getattr(main, "main", None) is not getattr(cli, "main", object())):
+        yield
+        return
+    path = main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        if path is not None:
+            main.__file__ = path
+
+
 def spawn_worker(specs: list[AnalyzerSpec], device: str, threads: int, name: str,
                  cores: int = 0, main: Callable[..., None] | None = None,
                  extra: tuple[Any, ...] = ()) -> tuple[Any, Connection, Any]:
@@ -147,7 +180,8 @@ def spawn_worker(specs: list[AnalyzerSpec], device: str, threads: int, name: str
                            args=(child, os.getpid(), specs, device, threads,
                                  logging.getLogger().getEffectiveLevel(),
                                  *((allowance, cores) if main is None else extra)))
-        proc.start()
+        with main_script_hidden():
+            proc.start()
     finally:
         for k, v in saved.items():
             if v is None:

@@ -120,10 +120,10 @@ class _Actor:
         self._board, self._key, self._task = board, key, None
         self.node = node_label()
         self.device = actor_device(device, ray.get_gpu_ids())
-        self.worker = Worker(specs, device=self.device, threads=1, on_phase=self._phase)
-        from .. import analyzers as registry
+        from .process import import_analyzers
 
-        registry.available_names()  # import the analyzer modules now, not on the first track's time
+        import_analyzers()
+        self.worker = Worker(specs, device=self.device, threads=1, on_phase=self._phase)
         log.info("Ray actor %s on node %s (%s) ready", key, self.node, self.device)
 
     def _phase(self, step: str, name: str) -> None:
