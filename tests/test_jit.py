@@ -4,6 +4,7 @@ completed for this installation."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import sys
 from pathlib import Path
 
@@ -96,10 +97,11 @@ if sys.argv[1] == "plain":
     import librosa.beat as beat
 else:
     import numba
-    from mirflow.core.jit import librosa_beat
-    before = numba.guvectorize
-    beat = librosa_beat()
-    assert numba.guvectorize is before  # put back after the import
+    from mirflow.core import jit
+    before = numba.vectorize, numba.guvectorize
+    beat = jit.librosa().beat
+    assert (numba.vectorize, numba.guvectorize) == before  # put back after the import
+    assert isinstance(beat.__beat_local_score, jit.LazyKernel)
 env = np.zeros(1300)
 env[::43] = 1.0  # an onset every 43 frames of 512 samples at 22050 Hz: 60.1 BPM
 env += 0.01 * np.random.default_rng(0).random(env.size)
@@ -135,3 +137,76 @@ def test_librosa_beat_as_shipped_finds_the_same_beats(monkeypatch: pytest.Monkey
     outputs = [subprocess.run([sys.executable, "-c", _BEATS, mode], capture_output=True, text=True,
                               check=True).stdout for mode in ("plain", "cached")]
     assert outputs[0] == outputs[1]
+
+
+_KERNELS = """
+import sys
+import numpy as np
+if sys.argv[1] == "plain":
+    import librosa, librosa.core, librosa.util
+else:
+    from mirflow.core import jit
+    librosa = jit.librosa()
+    import librosa.core.audio as audio, librosa.util.utils as utils
+    kernels = {"_zc_wrapper": audio._zc_wrapper, "_localmin": utils._localmin,
+               "_cabs2": utils._cabs2, "_phasor_angles": utils._phasor_angles}
+    assert all(isinstance(k, jit.LazyKernel) and k._kernel is None for k in kernels.values())
+x = np.array([[1.0, -1.0, -1.0, 2.0, 0.5, -3.0, 0.0, 4.0]], dtype=np.float32)
+print(librosa.zero_crossings(x).astype(int).tolist(), librosa.util.localmin(x, axis=-1).astype(int).tolist())
+if sys.argv[1] != "plain":
+    print("built", sorted(n for n, k in kernels.items() if k._kernel is not None))
+"""
+
+
+def test_librosa_kernels_are_built_on_first_use_and_compute_the_same() -> None:
+    def run(mode: str) -> list[str]:
+        return subprocess.run([sys.executable, "-c", _KERNELS, mode], capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+
+    plain, lazy = run("plain"), run("lazy")
+    assert lazy[0] == plain[0]  # the same zero crossings and minima as librosa as shipped
+    assert lazy[1] == "built ['_localmin', '_zc_wrapper']"  # only what was called
+
+
+_JITTED_CALLERS = """
+import sys
+from numba.core.dispatcher import Dispatcher
+from mirflow.core import jit
+jit.librosa()
+found = []
+for name, module in list(sys.modules.items()):
+    if name.split(".")[0] != "librosa":
+        continue
+    for attr, obj in list(vars(module).items()):
+        if isinstance(obj, Dispatcher):
+            code, names = obj.py_func.__code__, obj.py_func.__globals__
+            found += [f"{name}.{attr} calls {n}" for n in code.co_names
+                      if isinstance(names.get(n), jit.LazyKernel)]
+print(found)
+"""
+
+
+def test_no_jitted_librosa_function_calls_a_lazy_kernel() -> None:
+    """numba cannot type a LazyKernel, so jitted code must not call one (librosa 0.11 calls them
+    from Python); a librosa release that does would be caught here, not on a user's track."""
+    out = subprocess.run([sys.executable, "-c", _JITTED_CALLERS], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_a_lazy_kernel_is_built_under_the_lock(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    kernel = jit.LazyKernel(lambda: (lambda x: x + 1), test_a_lazy_kernel_is_built_under_the_lock)
+    results: list[int] = []
+    holder = _hold_lock()
+    try:
+        builder = threading.Thread(target=lambda: results.append(kernel(1)))
+        builder.start()
+        builder.join(0.5)
+        assert builder.is_alive() and results == []  # waits while another process compiles
+    finally:
+        holder.kill()
+        holder.wait()
+    builder.join(10)
+    assert results == [2] and kernel(2) == 3 and "(built)" in repr(kernel)

@@ -108,7 +108,9 @@ def onset_envelopes(ctx: TrackContext) -> tuple[np.ndarray, np.ndarray]:
     the mel bands centred below :data:`LOW_BAND_HZ`.
     """
     def compute() -> tuple[np.ndarray, np.ndarray]:
-        import librosa
+        from ..core import jit
+
+        librosa = jit.librosa()  # its numba kernels built on first use (see core.jit)
 
         basis = librosa.filters.mel(sr=STFT_SR, n_fft=STFT_N_FFT, n_mels=N_MELS)
         mel_db = librosa.power_to_db(power_projection(ctx, basis, key="mel-power"))
@@ -272,9 +274,9 @@ def estimate_tempo(envelope: np.ndarray, *, fps: float = FRAME_RATE
     periodicity at all or the beat tracker finds no beat. ``candidates`` is
     :func:`metrical_candidates` with the first tempo replaced by the refined ``bpm``.
     """
-    from ..core.jit import librosa_beat
+    from ..core import jit
 
-    beat = librosa_beat()  # librosa.beat, its one uncached numba kernel cached (see core.jit)
+    beat = jit.librosa().beat  # its one uncached numba kernel cached (see core.jit)
     grid = np.arange(TEMPO_RANGE[0], TEMPO_RANGE[1] + _GRID_STEP_BPM / 2, _GRID_STEP_BPM)
     acf, dft = tempo_salience(envelope, grid, fps=fps)
     score = tempo_score(acf, dft, grid)
@@ -320,8 +322,9 @@ class RhythmAnalyzer(Analyzer):
         warm_up(self.name, lambda: self.analyze(warm_up_context()))
 
     def analyze(self, ctx: TrackContext) -> dict[str, Any]:
-        import librosa
+        from ..core import jit
 
+        librosa = jit.librosa()
         out: dict[str, Any] = dict.fromkeys(self.outputs)
         note = unusable_note(ctx, silence_db=float(self.params["silence_db"]))
         if note:

@@ -126,8 +126,9 @@ def chromagram(ctx: TrackContext, *, silence_db: float = SILENCE_DB,
     estimated on at most ``tuning_frames`` non-silent frames.
     """
     def compute() -> np.ndarray:
-        import librosa
+        from ..core import jit
 
+        librosa = jit.librosa()  # its numba kernels built on first use (see core.jit)
         mag = shared_stft(ctx)
         active = np.flatnonzero(active_frames(ctx, silence_db=silence_db))
         tuning = 0.0

@@ -12,10 +12,17 @@ analyzer's code; while it is there the cache is warm (loading it writes nothing)
 workers warm up at once, in parallel, without the lock: with the lock, a run's workers imported
 librosa one after another (the first result of a 2-worker run came after both).
 
-One librosa kernel escapes the disk cache: ``librosa.beat`` (0.11) declares its local-score gufunc
-with ``cache=False`` and explicit signatures, so numba compiles it at every import of the module
-(2-3 s in every worker process, more than the rest of the beat tracker's start-up). :func:`librosa_beat`
-imports the module with that one declaration cached like its neighbours, so a warm start loads it.
+:func:`librosa` imports librosa for the analyzers with two changes to how its numba kernels are
+built, not to what they compute:
+
+- librosa declares its ufuncs and gufuncs with explicit signatures, which numba builds (from the
+  disk cache, or compiling) when the module is imported: a dozen in the modules mirflow uses, 0.35 s
+  of every worker's start-up, for a few that its analyzers call. Each is built on first use instead
+  (:class:`LazyKernel`), under the same machine-wide lock.
+- One kernel escapes the disk cache: ``librosa.beat`` (0.11) declares its local-score gufunc with
+  ``cache=False``, so numba compiled it at every import of the module (2-3 s in every worker
+  process, more than the rest of the beat tracker's start-up). It is cached like its neighbours,
+  so a warm start loads it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -63,34 +72,55 @@ def warm_marker(name: str, run: Callable[[], object]) -> Path:
     return lock_path().with_name(f"mirflow-numba-warm-{name}-{digest}")
 
 
+@lru_cache(maxsize=None)
+def _file_lock(path: str) -> FileLock:
+    """One lock object per path and process, so that taking it again inside (a kernel built during
+    a warm-up) is reentrant instead of a deadlock on the process's own lock."""
+    return FileLock(path)
+
+
+_UNLOCKED: set[str] = set()
+
+
+@contextmanager
+def compile_lock(what: str, *, timeout: float = 600.0) -> Iterator[None]:
+    """Hold the machine-wide lock while ``what`` may write numba's cache. Where the lock cannot be
+    created (NUMBA_CACHE_DIR not a folder) it warns and goes on without; a holder that keeps it
+    longer than ``timeout`` s raises :class:`filelock.Timeout`."""
+    path = lock_path()
+    lock = _file_lock(str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=timeout)
+    except Timeout:  # another process compiles for longer than ``timeout``: an error
+        raise
+    except OSError as exc:  # said once per process and place, not for every kernel
+        (log.debug if str(path) in _UNLOCKED else log.warning)(
+            "numba compilation of %s without the lock, which cannot be created at %s (%s); "
+            "set NUMBA_CACHE_DIR to a writable folder", what, path, exc)
+        _UNLOCKED.add(str(path))
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def warm_up(name: str, run: Callable[[], object], *, timeout: float = 600.0) -> None:
     """Call ``run()`` (which exercises ``name``'s numba code) under the warm-up lock, or without
     it when an earlier warm-up of this installation completed (:func:`warm_marker`)."""
     start = time.perf_counter()
-    path = lock_path()
     marker = warm_marker(name, run)
     if marker.exists():
         run()
     else:
-        lock = FileLock(str(path), timeout=timeout)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
-        except Timeout:  # another process compiles for longer than ``timeout``: an error
-            raise
-        except OSError as exc:
-            log.warning("numba warm-up of %s without the lock, which cannot be created at %s (%s); "
-                        "set NUMBA_CACHE_DIR to a writable folder", name, path, exc)
-            run()
-            return
-        try:
+        with compile_lock(f"{name}'s warm-up", timeout=timeout):
             run()
             try:
                 marker.touch()
             except OSError as exc:  # a read-only temp folder: warm up under the lock every time
                 log.debug("cannot write %s (%s)", marker, exc)
-        finally:
-            lock.release()
     log.debug("%s: numba warm-up took %.2f s%s", name, time.perf_counter() - start,
               "" if marker.exists() else " (under the lock)")
 
@@ -104,35 +134,95 @@ def warm_up_context():
                                    path="<warm-up>")
 
 
-def librosa_beat() -> ModuleType:
-    """``librosa.beat``, imported (once per process) with every numba gufunc it declares with
-    ``cache=False`` compiled with numba's disk cache instead: the same code, compiled once per
-    installation and loaded from the cache afterwards (see the module docstring). A numba that
-    cannot cache such a function compiles it as librosa asked. Call it inside :func:`warm_up` when
-    several processes may import librosa at once (the cache files are written then)."""
-    if "librosa.beat" in sys.modules:
-        return sys.modules["librosa.beat"]
-    import numba
+#: The librosa modules mirflow's analyzers use, imported by :func:`librosa` with deferred kernels.
+LIBROSA_MODULES = ("librosa.core", "librosa.util", "librosa.filters", "librosa.onset", "librosa.beat")
+#: librosa modules whose signatures' annotations read ``scipy.stats`` (``rv_continuous``), which
+#: workers defer (:data:`mirflow.core.imports.IN_WORKERS`): imported with annotations postponed.
+LIBROSA_STATS_ANNOTATIONS = ("librosa.beat", "librosa.feature.rhythm")
 
-    original = numba.guvectorize
 
-    def cached_guvectorize(*args: Any, **kwargs: Any) -> Callable[[Callable], Any]:
-        if kwargs.get("cache") is not False:
-            return original(*args, **kwargs)
-        cached, plain = original(*args, **{**kwargs, "cache": True}), original(*args, **kwargs)
+class LazyKernel:
+    """Stands for a numba ufunc or gufunc that a module declares with explicit signatures (which
+    numba builds, from its disk cache or by compiling, when the module is imported) until the first
+    use; it is built then, under :func:`compile_lock`, and everything is forwarded to it.
 
-        def decorate(func: Callable) -> Any:
-            try:
-                return cached(func)
-            except Exception as exc:  # noqa: BLE001 - e.g. no writable cache folder
-                log.debug("numba cannot cache %s (%s); compiling it uncached", func.__name__, exc)
-                return plain(func)
+    librosa 0.11 declares a dozen of them in the modules mirflow imports (zero crossings, local
+    minima, phasors, ...); building them all took 0.35 s of every worker's start-up, and its
+    analyzers call a few. numba cannot type one, so jitted code must not call it: librosa's call
+    them from Python (``tests/test_jit.py`` checks every jitted function of those modules)."""
+
+    def __init__(self, build: Callable[[], Any], func: Callable) -> None:
+        self._build = build
+        self._kernel: Any = None
+        self.__wrapped__ = func
+        for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
+            setattr(self, attr, getattr(func, attr, None))
+
+    def kernel(self) -> Any:
+        """The numba ufunc, built on the first call."""
+        if self._kernel is None:
+            with compile_lock(f"{self.__module__}.{self.__name__}"):
+                self._kernel = self._build()
+            self._build = None
+        return self._kernel
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.kernel()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kernel(), name)
+
+    def __repr__(self) -> str:
+        state = "built" if self._kernel is not None else "not built yet"
+        return f"<LazyKernel {self.__module__}.{self.__name__} ({state})>"
+
+
+def _deferring(decorator: Callable[..., Any]) -> Callable[..., Any]:
+    """``numba.vectorize`` or ``numba.guvectorize`` returning :class:`LazyKernel`\\ s, and with
+    ``cache=False`` turned into ``cache=True`` (``librosa.beat``'s local score, see the module
+    docstring; where numba cannot cache it, it is compiled as asked)."""
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        if args and callable(args[0]) and not kwargs:  # bare ``@vectorize``: lazy already
+            return decorator(*args)
+        uncached = kwargs.get("cache") is False
+        if uncached:
+            kwargs = {**kwargs, "cache": True}
+
+        def decorate(func: Callable) -> LazyKernel:
+            def build() -> Any:
+                try:
+                    return decorator(*args, **kwargs)(func)
+                except Exception as exc:  # noqa: BLE001 - e.g. no writable cache folder
+                    if not uncached:
+                        raise
+                    log.debug("numba cannot cache %s (%s); compiling it uncached", func.__name__, exc)
+                    return decorator(*args, **{**kwargs, "cache": False})(func)
+            return LazyKernel(build, func)
 
         return decorate
 
-    numba.guvectorize = cached_guvectorize
+    return patched
+
+
+def librosa() -> ModuleType:
+    """``librosa``, with the modules mirflow's analyzers use (:data:`LIBROSA_MODULES`) imported
+    once per process so that every numba ufunc they declare is a :class:`LazyKernel` (built on
+    first use) and the one declared ``cache=False`` is cached on disk (module docstring), and
+    with the annotations of :data:`LIBROSA_STATS_ANNOTATIONS` postponed, so that a deferred
+    ``scipy.stats`` stays unloaded. Modules imported earlier by other code are left as they are. Call it inside :func:`warm_up` when several
+    processes may import librosa at once (the cache files are written then)."""
+    if all(name in sys.modules for name in LIBROSA_MODULES):
+        return sys.modules["librosa"]
+    import numba
+
+    from .imports import postponed_annotations
+
+    originals = numba.vectorize, numba.guvectorize
+    numba.vectorize, numba.guvectorize = (_deferring(d) for d in originals)
     try:
-        import librosa.beat
+        with postponed_annotations(LIBROSA_STATS_ANNOTATIONS):
+            for name in LIBROSA_MODULES:
+                importlib.import_module(name)
     finally:
-        numba.guvectorize = original
-    return librosa.beat
+        numba.vectorize, numba.guvectorize = originals
+    return sys.modules["librosa"]
