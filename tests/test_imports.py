@@ -152,3 +152,33 @@ def test_a_run_s_worker_skips_the_command_line_and_the_deferred_scipy_packages(
     assert imported.count("mirflow.cli.commands") == 1  # the command's own, not the worker's
     for package in imports.IN_WORKERS:
         assert not [m for m in imported if m.startswith(package + ".")], package
+
+
+def test_spawn_does_not_run_the_mirflow_script_again(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    """What multiprocessing's spawn would tell a child to run first, with the ``mirflow``
+    executable as the main module, and with a user's own script (left alone)."""
+    import types
+    from multiprocessing import spawn
+
+    import mirflow.cli
+    from mirflow.executors.process import main_script_hidden
+
+    def main_module(main_func: object) -> types.ModuleType:
+        module = types.ModuleType("__main__")
+        module.__file__ = str(tmp_path / "mirflow")
+        module.__spec__ = None
+        module.main = main_func
+        return module
+
+    script = main_module(mirflow.cli.main)
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    assert "init_main_from_path" in spawn.get_preparation_data("w")
+    with main_script_hidden():
+        assert "init_main_from_path" not in spawn.get_preparation_data("w")
+    assert script.__file__ == str(tmp_path / "mirflow")  # put back
+
+    user = main_module(lambda: None)  # a user's script calling the library: spawn as usual
+    monkeypatch.setitem(sys.modules, "__main__", user)
+    with main_script_hidden():
+        assert "init_main_from_path" in spawn.get_preparation_data("w")

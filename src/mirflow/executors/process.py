@@ -139,6 +139,9 @@ def worker_main(conn: Connection, parent_pid: int, specs: list[AnalyzerSpec], de
         gc.freeze()  # the process exits next: no collector pass over every object (tenths of a s)
 
 
+_MAIN_SCRIPT = threading.Lock()
+
+
 @contextmanager
 def main_script_hidden() -> Iterator[None]:
     """While a child is started: keep multiprocessing from running mirflow's console script again.
@@ -154,12 +157,13 @@ def main_script_hidden() -> Iterator[None]:
             or getattr(main, "main", None) is not getattr(cli, "main", object())):
         yield
         return
-    path = main.__dict__.pop("__file__", None)
-    try:
-        yield
-    finally:
-        if path is not None:
-            main.__file__ = path
+    with _MAIN_SCRIPT:  # workers may be started from the supervisor's thread too
+        path = main.__dict__.pop("__file__", None)
+        try:
+            yield
+        finally:
+            if path is not None:
+                main.__file__ = path
 
 
 def spawn_worker(specs: list[AnalyzerSpec], device: str, threads: int, name: str,
