@@ -182,3 +182,41 @@ def test_spawn_does_not_run_the_mirflow_script_again(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "__main__", user)
     with main_script_hidden():
         assert "init_main_from_path" in spawn.get_preparation_data("w")
+
+
+PLUGIN = '''
+import scipy.signal  # at import, in the worker: deferred, so this costs nothing yet
+from scipy.stats import kurtosis  # a name taken at import: the package runs here
+from mirflow.analyzers import register
+from mirflow.analyzers.base import Analyzer
+
+
+@register
+class UsesScipy(Analyzer):
+    name = "uses_scipy"
+    outputs = ("butter_b0", "mix_kurtosis")
+
+    def analyze(self, ctx):
+        b, _ = scipy.signal.butter(2, 0.25)  # first use: scipy.signal runs now, complete
+        return {"butter_b0": float(b[0]), "mix_kurtosis": float(kurtosis(ctx.mono()))}
+'''
+
+
+def test_a_user_analyzer_gets_the_deferred_packages_complete(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from scipy import signal
+
+    from conftest import mirflow, sine
+
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "uses_scipy.py").write_text(PLUGIN)
+    monkeypatch.setenv("MIRFLOW_PLUGINS", "uses_scipy")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    write_track(tmp_path / "ds", "tone", sine(440.0, 1.0))
+    mirflow("run", str(tmp_path / "ds"), "-a", "uses_scipy", "-j", "1", check=True)
+    result = json.loads((tmp_path / "ds" / "tone" / "tone.INFO").read_text())
+    assert result["butter_b0"] == pytest.approx(float(signal.butter(2, 0.25)[0][0]))
+    assert result["mix_kurtosis"] == pytest.approx(-1.5, abs=0.01)  # a sine's excess kurtosis
