@@ -170,6 +170,8 @@ class LazyKernel:
         return self.kernel()(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("_build", "_kernel"):  # not set yet (e.g. a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self.kernel(), name)
 
     def __repr__(self) -> str:
