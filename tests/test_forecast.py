@@ -87,3 +87,26 @@ def test_plan_and_run_agree_on_blocked_stems(dataset: Path, _isolated_cache: Pat
     write_track(dataset, "new", sine(440.0, 1.0))
     code, alone = run_json(str(dataset), "-a", "stems", "-j", "1")  # nothing to do: no worker
     assert code == 0 and alone["analyzers"]["stems"]["blocked"] == 2 and not alone["timing"]
+
+
+def test_plan_counts_the_shared_steps_of_what_is_due(dataset: Path) -> None:
+    """Spectral computes the shared STFT in a run of both; a plan of tonal alone still counts it
+    (tonal reads it), once per track, and a plan of loudness alone does not."""
+    write_track(dataset, "a", sine(330.0, 2.0))
+    write_track(dataset, "b", sine(220.0, 3.0))
+    code, summary = run_json(str(dataset), "-a", "spectral,tonal", "-j", "1")
+    assert code == 0
+    shared = summary["timing"]["shared"]
+    assert {"mono@22050", "stft@22050/2048/512"} <= set(shared)
+    assert all(row["tracks"] == 2 for row in shared.values())  # each step once per track
+
+    tonal = _plan(str(dataset), "-a", "tonal", "--force", "all", "-j", "1")
+    expected = (tonal["analyzers"]["tonal"]["rate_s_per_audio_s"] * 5.0 + tonal["decode_s"]
+                + tonal["shared_s"])
+    assert tonal["shared_s"] > 0 and abs(tonal["eta_s"] - expected) <= 0.1
+    both = _plan(str(dataset), "-a", "spectral,tonal", "--force", "all", "-j", "1")
+    assert both["shared_s"] == tonal["shared_s"]  # read by both, counted once
+    code, _ = run_json(str(dataset), "-a", "loudness", "-j", "1")
+    assert code == 0
+    loud = _plan(str(dataset), "-a", "loudness", "--force", "all", "-j", "1")
+    assert loud["shared_s"] == 0.0 and loud["eta_s"] is not None

@@ -89,3 +89,5 @@ def test_rates_of_the_first_format_are_not_read(tmp_path: Path) -> None:
     assert RateBook(path).get("loudness", "cpu", "x") is not None
     path.write_text(json.dumps({**data, "format": 1}))
     assert RateBook(path).get("loudness", "cpu", "x") is None
+    path.write_text(json.dumps({**data, "format": 2}))  # shared steps in the first reader's rate
+    assert RateBook(path).get("loudness", "cpu", "x") is None

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 
 from conftest import sine, write_track
@@ -184,3 +185,65 @@ def test_decode_row_stage_busy_and_decode_rate(dataset: Path, tmp_path: Path) ->
     assert report["stages"]["workers"]["busy_s"] == pytest.approx(0.7)  # the workers decoded too
     rate = RateBook(tmp_path / "rates.json").get(DECODE, "cpu", "")
     assert rate is not None and rate.per_audio_second == pytest.approx(0.05)
+
+
+def test_shared_steps_are_timed_apart_once_and_their_readers_noted(
+        dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 22.05 kHz mono view, its STFT and the frame levels are computed by the first analyzer
+    that reads them (spectral here): that time is reported apart, once, each step without the
+    steps it read; every analyzer that reads a step names it in ``uses``."""
+    from mirflow.core.audio import TrackContext, stft_magnitude
+    from mirflow.core.dataset import Track
+    from mirflow.run.worker import AnalyzerSpec, WorkUnit, Worker
+
+    mix = write_track(dataset, "a", sine(seconds=3.0))  # 44.1 kHz: resampled for the STFT
+    steps = {"mono@22050", "stft@22050/2048/512", "frame-levels@22050/2048/512"}
+    worker = Worker([AnalyzerSpec(n) for n in ("loudness", "spectral", "tonal")], device="cpu")
+    for name in ("loudness", "spectral", "tonal"):
+        worker.analyzer(name)  # set up outside the timed calls
+    unit = WorkUnit(Track(mix.parent, mix), due=("loudness", "spectral", "tonal"))
+    ctx = TrackContext(mix)
+    [res] = worker.process([unit], [ctx])
+    assert set(res["spectral"].shared_seconds) == steps and set(res["spectral"].uses) == steps
+    assert res["tonal"].shared_seconds == {} and set(res["tonal"].uses) == steps
+    assert res["loudness"].shared_seconds == {} and res["loudness"].uses == ()
+    assert dict(ctx.shared_seconds) == res["spectral"].shared_seconds
+    assert "shared_seconds" not in res["spectral"].record() and "uses" not in res["spectral"].record()
+
+    # each step is timed without what it read: the STFT's time leaves out the resampling it waited for
+    from mirflow.core import audio
+
+    real_resample = audio.resample
+
+    def slow_resample(*args, **kw):
+        time.sleep(0.3)
+        return real_resample(*args, **kw)
+
+    monkeypatch.setattr(audio, "resample", slow_resample)
+    slow = TrackContext(mix)
+    slow.reader = "x"
+    slow.stft(sr=22050, n_fft=2048, hop_length=512)
+    assert slow.shared_seconds["mono@22050"] >= 0.3 > slow.shared_seconds["stft@22050/2048/512"]
+    assert slow.shared_uses == {"x": {"stft@22050/2048/512", "mono@22050"}}
+    np.testing.assert_array_equal(slow.stft(), stft_magnitude(slow.mono(22050)))
+
+
+def test_shared_step_rows_rates_and_uses(dataset: Path, tmp_path: Path) -> None:
+    from mirflow.run.rates import shared_name
+
+    write_track(dataset, "t", sine(seconds=4.0))
+    track = discover(dataset)[0]
+    book = RateBook(tmp_path / "rates.json")
+    timing = Timing({"cpu_a": Cpu()}, unavailable={}, device="cpu", workers=1, rates=book)
+    timing.track_done(track, {"cpu_a": AnalyzerResult(
+        status="ok", seconds=0.5, shared_seconds={"stft@x": 0.4}, uses=("stft@x",))})
+    report = timing.finish(10.0)
+    assert report["shared"] == {"stft@x": {"tracks": 1, "compute_s": 0.4, "audio_s": 4.0,
+                                           "x_realtime": 10.0}}
+    assert report["stages"]["workers"]["busy_s"] == pytest.approx(0.9)
+    again = RateBook(tmp_path / "rates.json")
+    assert again.get(shared_name("stft@x"), "cpu", "").per_audio_second == pytest.approx(0.1)
+    assert again.get("cpu_a", "cpu", Cpu().params_hash()).uses == ("stft@x",)
+    assert again.shared_per_audio_second({"stft@x"}) == pytest.approx(0.1)
+    assert again.shared_per_audio_second(set()) == 0.0
+    assert again.shared_per_audio_second({"stft@x", "never measured"}) is None

@@ -74,8 +74,9 @@ def print_plan(out: Console, report: Any) -> None:
         out.print(f"ETA unknown: no rate measured on this machine yet for "
                   f"{', '.join(report.missing_rates)} (every run records them)")
     else:
-        decoding = ("" if report.decode_s is None
-                    else f" (decoding: {clock(report.decode_s)} of one worker's time)")
+        parts = [f"{what}: {clock(secs)}" for what, secs in
+                 (("decoding", report.decode_s), ("shared steps", report.shared_s)) if secs]
+        decoding = f" ({', '.join(parts)} of one worker's time)" if parts else ""
         out.print(f"ETA {clock(report.eta_s)} with {report.workers} worker(s){decoding}, from rates "
                   "measured by earlier runs on this machine (start-up not included)")
 
@@ -94,10 +95,12 @@ def print_timing(out: Console, timing: dict[str, Any]) -> None:
         table.add_row(name, str(a["tracks"]), f"{a['compute_s']:.2f}",
                       "-" if a["x_realtime"] is None else f"{a['x_realtime']:.1f}",
                       escape(a["device"]))
-    dec = timing.get("decode") or {}
-    if dec.get("tracks"):
-        table.add_row("(decode)", str(dec["tracks"]), f"{dec['compute_s']:.2f}",
-                      "-" if dec["x_realtime"] is None else f"{dec['x_realtime']:.1f}", "cpu")
+    steps = {"(decode)": timing.get("decode") or {}}
+    steps.update({f"({step})": row for step, row in (timing.get("shared") or {}).items()})
+    for label, row in steps.items():
+        if row.get("tracks"):
+            table.add_row(escape(label), str(row["tracks"]), f"{row['compute_s']:.2f}",
+                          "-" if row["x_realtime"] is None else f"{row['x_realtime']:.1f}", "cpu")
     out.print(table)
     stages = ", ".join(f"{name} {s['busy_fraction'] * 100:.0f}% of {s['slots']}"
                        for name, s in (timing.get("stages") or {}).items()

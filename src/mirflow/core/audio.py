@@ -268,6 +268,14 @@ class TrackContext:
     files_to_write: dict[str, Any] = field(default_factory=dict, repr=False)
     #: Seconds spent decoding this file (0 until it is decoded; a failed decode counts too).
     decode_seconds: float = 0.0
+    #: Seconds spent computing the *shared steps* (views several analyzers read: the mono view
+    #: resampled, ``"mono@22050"``, and its STFT, ``"stft@22050/2048/512"``), by step, each
+    #: without decoding and without the steps it read, so every step's cost is counted once.
+    shared_seconds: Counter = field(default_factory=Counter)
+    #: The shared steps each reader (:attr:`reader`) asked for, computed then or already there.
+    shared_uses: dict[str, set[str]] = field(default_factory=dict)
+    #: Who is reading now (a worker sets the analyzer's name), for :attr:`shared_uses`.
+    reader: str = ""
 
     @classmethod
     def from_array(cls, samples: np.ndarray, sr: int, *, path: str | os.PathLike[str] = "<memory>",
@@ -321,6 +329,26 @@ class TrackContext:
             self._memo[key] = compute()
         return self._memo[key]
 
+    def shared(self, step: str, key: Hashable, compute: Callable[[], T]) -> T:
+        """:meth:`memo` for a shared step (see :attr:`shared_seconds`): the reader's use of
+        ``step`` is noted, and its computation timed, decoding and nested shared steps excluded."""
+        if self.reader:
+            self.shared_uses.setdefault(self.reader, set()).add(step)
+        if key in self._memo:
+            return self._memo[key]
+
+        def timed() -> T:
+            start, decoded = time.perf_counter(), self.decode_seconds
+            nested = sum(self.shared_seconds.values())
+            try:
+                return compute()
+            finally:
+                elapsed = time.perf_counter() - start
+                inner = (self.decode_seconds - decoded) + (sum(self.shared_seconds.values()) - nested)
+                self.shared_seconds[step] += max(0.0, elapsed - inner)
+
+        return self.memo(key, timed)
+
     def resampled(self, sr: int | None = None) -> np.ndarray:
         """All channels at ``sr`` Hz (native rate when ``None``), ``(channels, n)`` float32."""
         if sr is None or sr == self.sr:
@@ -338,7 +366,8 @@ class TrackContext:
         if sr == self.sr:
             return native_mono
         key = ("resample-mono", sr) if resampler == "soxr" else ("resample-mono", sr, resampler)
-        return self.memo(key, lambda: resample(native_mono, self.sr, sr, method=resampler))
+        step = f"mono@{sr}" if resampler == "soxr" else f"mono@{sr}/{resampler}"
+        return self.shared(step, key, lambda: resample(native_mono, self.sr, sr, method=resampler))
 
     def stereo(self, sr: int | None = None) -> np.ndarray:
         """Stereo view ``(2, n)`` at ``sr`` Hz (see :func:`to_stereo` for the channel mapping)."""
@@ -355,8 +384,8 @@ class TrackContext:
         functions given ``S=`` this matrix reproduce their own results. Computed once per
         ``(sr, n_fft, hop_length)``.
         """
-        return self.memo(("stft", sr, n_fft, hop_length),
-                         lambda: stft_magnitude(self.mono(sr), n_fft=n_fft, hop_length=hop_length))
+        return self.shared(f"stft@{sr}/{n_fft}/{hop_length}", ("stft", sr, n_fft, hop_length),
+                           lambda: stft_magnitude(self.mono(sr), n_fft=n_fft, hop_length=hop_length))
 
     # -- stems --------------------------------------------------------------------------------
     def stem(self, name: str, path: Path) -> "TrackContext":

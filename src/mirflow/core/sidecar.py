@@ -113,12 +113,17 @@ class AnalyzerResult:
     features: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     note: str | None = None
-    seconds: float = 0.0  # the analyzer's compute, without decoding the mix (decode_seconds)
+    seconds: float = 0.0  # the analyzer's compute, without decoding the mix and shared steps
     version: int = 1
     params: str = ""
     #: Seconds this analyzer's call spent decoding the mix (it was the first to read it); not in
     #: ``seconds`` and not in the sidecar: the timing report shows decoding on its own.
     decode_seconds: float = 0.0
+    #: Seconds this call spent computing shared steps of the mix (``TrackContext.shared_seconds``),
+    #: by step, and the steps it read (``uses``): like decoding, apart from ``seconds``, not in the
+    #: sidecar; the timing report and the rates count each step once per track.
+    shared_seconds: dict[str, float] = field(default_factory=dict)
+    uses: tuple[str, ...] = ()
     #: The output-affecting parameters (``Analyzer.hashed_params()``), stored readably.
     parameters: dict[str, Any] | None = None
     fingerprint: str | None = None

@@ -62,7 +62,8 @@ def frame_levels_db(ctx: TrackContext) -> np.ndarray:
         energy = power_projection(ctx, weights, key="frame-energy")[0].astype(np.float64)
         return 10.0 * np.log10(np.maximum(energy, 1e-20))
 
-    return ctx.memo(("frame-levels-db", STFT_SR, STFT_N_FFT, STFT_HOP), compute)
+    return ctx.shared(f"frame-levels@{STFT_SR}/{STFT_N_FFT}/{STFT_HOP}",
+                      ("frame-levels-db", STFT_SR, STFT_N_FFT, STFT_HOP), compute)
 
 
 def active_frames(ctx: TrackContext, *, silence_db: float = SILENCE_DB) -> np.ndarray:

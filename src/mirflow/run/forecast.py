@@ -5,7 +5,9 @@ the machine's rates file (:mod:`mirflow.run.rates`); nothing is decoded and no l
 
 The estimate: for each due (track, analyzer) pair, the analyzer's rate (compute seconds per audio
 second, measured by earlier runs on this machine with the same parameters and device) times the
-track's duration. CPU analyzers share the worker processes (their sum is divided by the number of
+track's duration, plus decoding the track's mix and the shared steps (the resampled mono view,
+its STFT) that its due analyzers read, each once (rates of their own, see
+:mod:`mirflow.run.timing`). CPU analyzers share the worker processes (their sum is divided by the number of
 workers); GPU analyzers on an accelerator run in their own lane at the same time, so the ETA is the
 longer of the two. Start-up (worker start, model loading) is not included. Without a rate for some
 due analyzer the ETA is unknown (``None``) and the plan says which rates are missing.
@@ -66,12 +68,15 @@ class PlanReport:
     pairs: list[dict[str, str]] = field(default_factory=list)
     #: Expected seconds decoding the due tracks (``None`` until a run measured decoding here).
     decode_s: float | None = None
+    #: Expected seconds of the shared steps the due analyzers read (``None``: not measured yet).
+    shared_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "tracks": self.tracks, "due_tracks": self.due_tracks,
                 "audio_s": round(self.audio_s, 3), "workers": self.workers,
                 "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
                 "decode_s": None if self.decode_s is None else round(self.decode_s, 1),
+                "shared_s": None if self.shared_s is None else round(self.shared_s, 1),
                 "missing_rates": self.missing_rates, "unknown_durations": self.unknown_durations,
                 "analyzers": {n: a.as_dict() for n, a in self.analyzers.items()},
                 "unavailable": self.unavailable, "due": self.pairs}
@@ -87,9 +92,12 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
     rates = rates if rates is not None else RateBook()
     durations = Durations()
     plans = {n: AnalyzerPlan(n, labels.get(n, "cpu")) for n in analyzers}
+    uses: dict[str, set[str]] = {}
     for name, p in plans.items():
         rate = rates.get(name, p.device, analyzers[name].params_hash()) if name in labels else None
         p.rate = None if rate is None else rate.per_audio_second
+        uses[name] = set(rate.uses) if rate is not None else set()
+    shared_s: float | None = 0.0
     tracks = discover(root)
     due_tracks, audio, unknown = 0, 0.0, 0
     pairs: list[dict[str, str]] = []
@@ -108,6 +116,8 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
         if dur is None:
             unknown += 1
         audio += dur or 0.0
+        per_audio = rates.shared_per_audio_second(set().union(*(uses[n] for n in due)))
+        shared_s = None if per_audio is None or shared_s is None else shared_s + per_audio * (dur or 0.0)
         rel = track.relpath(root)
         for name in due:
             p = plans[name]
@@ -118,9 +128,11 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
     workers = 1 if options.executor == "serial" else max(1, min(
         options.workers or os.cpu_count() or 1, max(due_tracks, 1)))
     missing = [n for n, p in plans.items() if p.due and p.rate is None]
+    if shared_s is None:
+        missing.append("shared steps")
     decode = rates.get(DECODE, "cpu", "")  # every due track's mix decoded once, on the CPU
     decode_s = decode.per_audio_second * audio if decode else None
-    cpu_s, gpu_s = decode_s or 0.0, 0.0
+    cpu_s, gpu_s = (decode_s or 0.0) + (shared_s or 0.0), 0.0
     for p in plans.values():
         if p.due and p.rate is not None:
             p.compute_s = p.rate * p.audio_s
@@ -130,4 +142,4 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
                 gpu_s += p.compute_s
     eta = None if missing else max(cpu_s / workers, gpu_s)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
-                      missing, unknown, pairs, decode_s)
+                      missing, unknown, pairs, decode_s, shared_s)

@@ -27,11 +27,19 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FILE_NAME = "rates.json"
-#: 2: analyzers' rates exclude decoding the mix, which has its own (:data:`DECODE`); the rates of
-#: format 1, which counted it in the first analyzer to read the mix, are not read.
-FORMAT = 2
+#: 3: analyzers' rates exclude decoding the mix (rated as :data:`DECODE`) and the shared steps
+#: (the resampled mono view and its STFT, rated as :func:`shared_name`), and say which shared steps
+#: they read (``uses``). Rates of formats 1 and 2, which counted these in whichever analyzer came
+#: first, are not read.
+FORMAT = 3
 #: The name decoding the mix is rated under (device ``cpu``, no parameters).
 DECODE = "decode"
+
+
+def shared_name(step: str) -> str:
+    """The name a shared step (``"stft@22050/2048/512"``) is rated under (device ``cpu``, no
+    parameters): ``"shared:" + step``."""
+    return f"shared:{step}"
 #: Weight of the stored history when a new run's measurement is added.
 DECAY = 0.5
 
@@ -76,6 +84,8 @@ class Rate:
     audio_s: float
     tracks: int = 0
     updated: str = ""
+    #: The shared steps the analyzer read in the last run that measured it.
+    uses: tuple[str, ...] = ()
 
     @property
     def per_audio_second(self) -> float:
@@ -83,8 +93,9 @@ class Rate:
         return self.compute_s / self.audio_s if self.audio_s > 0 else float("nan")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"compute_s": round(self.compute_s, 4), "audio_s": round(self.audio_s, 3),
-                "tracks": self.tracks, "updated": self.updated}
+        out = {"compute_s": round(self.compute_s, 4), "audio_s": round(self.audio_s, 3),
+               "tracks": self.tracks, "updated": self.updated}
+        return {**out, "uses": list(self.uses)} if self.uses else out
 
 
 def rate_key(analyzer: str, device: str, params_hash: str) -> str:
@@ -116,7 +127,8 @@ class RateBook:
         for key, value in (entry.get("rates") or {}).items():
             try:
                 self._rates[key] = Rate(float(value["compute_s"]), float(value["audio_s"]),
-                                        int(value.get("tracks", 0)), str(value.get("updated", "")))
+                                        int(value.get("tracks", 0)), str(value.get("updated", "")),
+                                        tuple(str(u) for u in value.get("uses") or ()))
             except (KeyError, TypeError, ValueError):
                 continue
 
@@ -127,8 +139,19 @@ class RateBook:
             return None
         return rate
 
+    def shared_per_audio_second(self, steps: "set[str] | frozenset[str]") -> float | None:
+        """Seconds of compute per second of audio for the shared ``steps`` together (each counted
+        once), or ``None`` when a run on this machine has not measured one of them."""
+        total = 0.0
+        for step in steps:
+            rate = self.get(shared_name(step), "cpu", "")
+            if rate is None:
+                return None
+            total += rate.per_audio_second
+        return total
+
     def observe(self, analyzer: str, device: str, params_hash: str, *, compute_s: float,
-                audio_s: float, tracks: int) -> None:
+                audio_s: float, tracks: int, uses: tuple[str, ...] = ()) -> None:
         """Add a run's measurement (kept in memory until :meth:`save`)."""
         if audio_s <= 0 or tracks <= 0:
             return
@@ -137,7 +160,8 @@ class RateBook:
         if prev is not None:
             compute_s, audio_s, tracks = (prev.compute_s + compute_s, prev.audio_s + audio_s,
                                           prev.tracks + tracks)
-        self._observed[key] = Rate(compute_s, audio_s, tracks)
+            uses = tuple(sorted(set(prev.uses) | set(uses)))
+        self._observed[key] = Rate(compute_s, audio_s, tracks, uses=tuple(uses))
 
     def save(self) -> None:
         """Blend the observed rates into the file (locked, merged, atomic). Errors are logged only:
@@ -164,7 +188,7 @@ class RateBook:
                         tracks = int(old.get("tracks", 0)) + obs.tracks
                     except (TypeError, ValueError):
                         compute, audio, tracks = obs.compute_s, obs.audio_s, obs.tracks
-                    rate = Rate(compute, audio, tracks, stamp)
+                    rate = Rate(compute, audio, tracks, stamp, obs.uses)
                     rates[key] = rate.as_dict()
                     self._rates[key] = rate
                 text = json.dumps(data, indent=1, sort_keys=True) + "\n"

@@ -9,7 +9,10 @@ The coordinator drives one :class:`Timing` per run with a handful of calls (``pl
   *x realtime* = audio seconds / compute seconds (per worker: with 2 workers the run is about twice
   as fast as one analyzer's figure). Decoding the mix is not in it: the mix is decoded when an
   analyzer first reads it (or by the GPU lane's decode threads), and that time is its own row,
-  ``decode``, with its own rate, so an analyzer's rate does not depend on which ran first.
+  ``decode``, with its own rate, so an analyzer's rate does not depend on which ran first. So is
+  each *shared step* (the mono view resampled to 22.05 kHz and its STFT, which spectral, tonal and
+  rhythm all read): ``shared``, one row per step, and each analyzer's rate records the steps it
+  reads, so an estimate counts a step once per track when any due analyzer reads it.
 * **Per stage**: the busy fraction, busy seconds / (slots x wall seconds). An executor that knows its
   stages exposes ``stages`` (``{stage: (slots, [analyzer, ...])}``) or reports busy seconds itself
   through :meth:`Timing.stage_busy`; otherwise every CPU analyzer counts towards one ``workers``
@@ -38,7 +41,7 @@ from typing import Any
 
 from ..analyzers.base import Analyzer
 from ..core.dataset import Track
-from .rates import DECODE, RateBook
+from .rates import DECODE, RateBook, shared_name
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +191,7 @@ class _Acc:
     tracks: int = 0
     compute_s: float = 0.0
     audio_s: float = 0.0
-    decode_s: float = 0.0  # decoding the mix in this analyzer's calls (its stage was busy)
+    apart_s: float = 0.0  # decoding and shared steps in this analyzer's calls (its stage was busy)
 
 
 class Timing:
@@ -207,6 +210,8 @@ class Timing:
         self.labels: dict[str, str] | None = None
         self._acc = {n: _Acc() for n in self.analyzers}
         self._decode = _Acc()  # decoding the mixes, wherever an analyzer first read one
+        self._shared: dict[str, _Acc] = {}  # the shared steps, wherever first computed
+        self._uses: dict[str, set[str]] = {}  # the shared steps each analyzer read
         self._stage_busy: dict[str, float] = {}
         self._stage_slots: dict[str, int] = {}
         self._estimate: dict[str, Any] | None = None
@@ -235,10 +240,11 @@ class Timing:
         self._start_monitor()
         if self.rates is None:
             self.rates = RateBook()
-        per_audio = {}
+        per_audio, uses = {}, {}
         for name, a in self.analyzers.items():
             rate = self.rates.get(name, self.labels[name], a.params_hash())
             per_audio[name] = rate.per_audio_second if rate else None
+            uses[name] = set(rate.uses) if rate else set()
         decode = self.rates.get(DECODE, "cpu", "")  # unknown: not counted (a small part)
         weights: dict[str, float] = {}
         total_audio = 0.0
@@ -247,6 +253,10 @@ class Timing:
             dur = self.durations.get(track) or 0.0
             total_audio += dur
             cost = decode.per_audio_second * dur if decode else 0.0
+            shared = self.rates.shared_per_audio_second(set().union(*(uses[n] for n in names)))
+            if shared is None:
+                known = False
+            cost += (shared or 0.0) * dur
             for n in names:
                 r = per_audio.get(n)
                 if r is None:
@@ -307,13 +317,17 @@ class Timing:
             acc = self._acc.get(name)
             if acc is None:
                 continue
-            if res.decode_seconds > 0:
-                acc.decode_s += res.decode_seconds
-                self._decode.tracks += 1
-                self._decode.compute_s += res.decode_seconds
-                self._decode.audio_s += duration or 0.0
+            apart = {"": res.decode_seconds, **res.shared_seconds}  # "": decoding
+            for step, seconds in apart.items():
+                if seconds > 0:
+                    acc.apart_s += seconds
+                    step_acc = self._decode if not step else self._shared.setdefault(step, _Acc())
+                    step_acc.tracks += 1
+                    step_acc.compute_s += seconds
+                    step_acc.audio_s += duration or 0.0
             if res.status != "ok":
                 continue
+            self._uses.setdefault(name, set()).update(res.uses)
             acc.tracks += 1
             acc.compute_s += float(res.seconds or 0.0)
             acc.audio_s += duration or 0.0
@@ -349,14 +363,11 @@ class Timing:
                 "x_realtime": round(acc.audio_s / acc.compute_s, 2) if acc.compute_s > 0 else None}
             if self.rates is not None and acc.audio_s > 0:
                 self.rates.observe(name, labels[name], self.analyzers[name].params_hash(),
-                                   compute_s=acc.compute_s, audio_s=acc.audio_s, tracks=acc.tracks)
-        dec = self._decode
-        report["decode"] = {"tracks": dec.tracks, "compute_s": round(dec.compute_s, 3),
-                            "audio_s": round(dec.audio_s, 3),
-                            "x_realtime": round(dec.audio_s / dec.compute_s, 2) if dec.compute_s > 0 else None}
-        if self.rates is not None and dec.audio_s > 0:
-            self.rates.observe(DECODE, "cpu", "", compute_s=dec.compute_s, audio_s=dec.audio_s,
-                               tracks=dec.tracks)
+                                   compute_s=acc.compute_s, audio_s=acc.audio_s, tracks=acc.tracks,
+                                   uses=tuple(sorted(self._uses.get(name, ()))))
+        report["decode"] = self._step_report(DECODE, self._decode)
+        report["shared"] = {step: self._step_report(shared_name(step), acc)
+                            for step, acc in sorted(self._shared.items())}
         report["stages"] = self._stages(wall_s, labels, executor)
         node_report = getattr(executor, "node_report", None)  # executors spanning machines
         if callable(node_report):
@@ -364,6 +375,15 @@ class Timing:
         if self.rates is not None:
             self.rates.save()
         return report
+
+    def _step_report(self, rated_as: str, acc: _Acc) -> dict[str, Any]:
+        """A decode or shared-step row of the report; its rate is saved as ``rated_as``."""
+        if self.rates is not None and acc.audio_s > 0:
+            self.rates.observe(rated_as, "cpu", "", compute_s=acc.compute_s, audio_s=acc.audio_s,
+                               tracks=acc.tracks)
+        return {"tracks": acc.tracks, "compute_s": round(acc.compute_s, 3),
+                "audio_s": round(acc.audio_s, 3),
+                "x_realtime": round(acc.audio_s / acc.compute_s, 2) if acc.compute_s > 0 else None}
 
     def _stages(self, wall_s: float, labels: dict[str, str], executor: Any) -> dict[str, Any]:
         busy = dict(self._stage_busy)
@@ -381,7 +401,7 @@ class Timing:
                 # a CPU analyzer's worker was busy decoding too; the GPU lane decodes in threads
                 # beside the accelerator, which was not busy with it
                 busy[stage] = sum(self._acc[n].compute_s + (
-                    self._acc[n].decode_s if labels.get(n, "cpu") == "cpu" else 0.0)
+                    self._acc[n].apart_s if labels.get(n, "cpu") == "cpu" else 0.0)
                     for n in names if n in self._acc)
                 slots[stage] = max(1, n_slots)
         out = {}

@@ -137,6 +137,27 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+@dataclass
+class Apart:
+    """Seconds a context has spent decoding and on shared steps (``TrackContext.shared_seconds``):
+    what an analyzer's call did for all analyzers, reported apart from its own compute."""
+
+    decode: float = 0.0
+    shared: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, ctx: TrackContext) -> "Apart":
+        return cls(ctx.decode_seconds, dict(ctx.shared_seconds))
+
+    def __sub__(self, before: "Apart") -> "Apart":
+        shared = {k: v - before.shared.get(k, 0.0) for k, v in self.shared.items()}
+        return Apart(self.decode - before.decode, {k: v for k, v in shared.items() if v > 0})
+
+    @property
+    def total(self) -> float:
+        return self.decode + sum(self.shared.values())
+
+
 class Worker:
     """Analyzer state for one worker; see the module docstring."""
 
@@ -310,34 +331,43 @@ class Worker:
             for sink in sinks:
                 sink[name] = self._result(name, "error", error=f"setup failed: {describe(exc)}")
             return
-        # the mix is decoded by the first analyzer that reads it: that time is reported apart
-        decoded_before = [ctx.decode_seconds for ctx in ctxs]
-        if analyzer.batchable and len(ctxs) > 1:
-            start = time.perf_counter()
-            outs = analyzer.analyze_batch(ctxs)
-            elapsed = time.perf_counter() - start
-            decodes = [ctx.decode_seconds - b for ctx, b in zip(ctxs, decoded_before)]
-            each = max(0.0, elapsed - sum(decodes)) / len(ctxs)
-            timed = [(o, each, d) for o, d in zip(outs, decodes)]
-        else:
-            timed = []
-            for ctx, before in zip(ctxs, decoded_before):
+        # the mix is decoded, and the shared steps computed, by the first analyzer that reads
+        # them: that time is reported apart (``Apart``), so rates do not depend on the order
+        befores = [Apart.of(ctx) for ctx in ctxs]
+        for ctx in ctxs:
+            ctx.reader = name
+        try:
+            if analyzer.batchable and len(ctxs) > 1:
                 start = time.perf_counter()
-                try:
-                    out: dict[str, Any] | BaseException = analyzer.analyze(ctx)
-                except Exception as exc:  # noqa: BLE001 - one bad track never stops the run
-                    out = exc
-                elapsed, decode = time.perf_counter() - start, ctx.decode_seconds - before
-                timed.append((out, max(0.0, elapsed - decode), decode))
-        for unit, ctx, sink, (out, seconds, decode) in zip(units, ctxs, sinks, timed):
-            sink[name] = self._to_result(analyzer, unit, ctx, out, seconds, decode)
+                outs = analyzer.analyze_batch(ctxs)
+                elapsed = time.perf_counter() - start
+                aparts = [Apart.of(ctx) - b for ctx, b in zip(ctxs, befores)]
+                each = max(0.0, elapsed - sum(a.total for a in aparts)) / len(ctxs)
+                timed = [(o, each, a) for o, a in zip(outs, aparts)]
+            else:
+                timed = []
+                for ctx, before in zip(ctxs, befores):
+                    start = time.perf_counter()
+                    try:
+                        out: dict[str, Any] | BaseException = analyzer.analyze(ctx)
+                    except Exception as exc:  # noqa: BLE001 - one bad track never stops the run
+                        out = exc
+                    elapsed, apart = time.perf_counter() - start, Apart.of(ctx) - before
+                    timed.append((out, max(0.0, elapsed - apart.total), apart))
+        finally:
+            for ctx in ctxs:
+                ctx.reader = ""
+        for unit, ctx, sink, (out, seconds, apart) in zip(units, ctxs, sinks, timed):
+            sink[name] = self._to_result(analyzer, unit, ctx, out, seconds, apart,
+                                         tuple(sorted(ctx.shared_uses.get(name, ()))))
 
     def _to_result(self, analyzer: Analyzer, unit: WorkUnit, ctx: TrackContext,
                    out: dict[str, Any] | BaseException, seconds: float,
-                   decode_seconds: float = 0.0) -> AnalyzerResult:
+                   apart: "Apart | None" = None, uses: tuple[str, ...] = ()) -> AnalyzerResult:
+        apart = apart or Apart()
         base = dict(version=analyzer.version, params=analyzer.params_hash(),
                     parameters=analyzer.hashed_params(), seconds=seconds,
-                    decode_seconds=decode_seconds)
+                    decode_seconds=apart.decode, shared_seconds=apart.shared, uses=uses)
         if isinstance(out, Blocked):
             return AnalyzerResult(status="blocked", note=str(out),
                                   fingerprint=self._fingerprint(analyzer, unit), **base)
