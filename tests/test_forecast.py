@@ -110,3 +110,19 @@ def test_plan_counts_the_shared_steps_of_what_is_due(dataset: Path) -> None:
     assert code == 0
     loud = _plan(str(dataset), "-a", "loudness", "--force", "all", "-j", "1")
     assert loud["shared_s"] == 0.0 and loud["eta_s"] is not None
+
+
+def test_plan_includes_the_start_up_of_the_same_set_of_analyzers(dataset: Path) -> None:
+    write_track(dataset, "a", sine(330.0, 2.0))
+    code, summary = run_json(str(dataset), "-a", "loudness,spectral", "-j", "1")
+    assert code == 0 and 0 <= summary["timing"]["startup_s"] < summary["timing"]["first_result_s"]
+    same = _plan(str(dataset), "-a", "loudness,spectral", "--force", "all", "-j", "1")
+    work = (same["analyzers"]["loudness"]["rate_s_per_audio_s"] * 2.0
+            + same["analyzers"]["spectral"]["rate_s_per_audio_s"] * 2.0
+            + same["decode_s"] + same["shared_s"])
+    assert same["startup_s"] == round(summary["timing"]["startup_s"], 1)
+    assert abs(same["eta_s"] - (work + summary["timing"]["startup_s"])) <= 0.1
+    other = _plan(str(dataset), "-a", "loudness", "--force", "all")
+    assert other["startup_s"] is None and other["eta_s"] is not None  # start-up left out, said
+    text = mirflow("plan", str(dataset), "-a", "loudness", "--force", "all")
+    assert "start-up not included" in " ".join(text.stdout.split())

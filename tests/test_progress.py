@@ -110,3 +110,16 @@ def test_silent_when_disabled() -> None:
         prog.callback("plan", tracks=1, due=1, unavailable={})
         prog.callback("track", track="a", failed=False, failures=0)
     assert buf.getvalue() == ""
+
+
+def test_the_start_up_counts_down_before_the_first_track() -> None:
+    clock = Clock()
+    s = ProgressState(clock)
+    s.event("plan", due=4)
+    s.event("estimate", weights=dict.fromkeys("abcd", 1.0), durations=dict.fromkeys("abcd", 30.0),
+            eta_s=8.0, startup_s=3.0, by="rates")
+    assert s.eta_s() == pytest.approx(11.0)
+    clock.t = 2.0
+    assert s.eta_s() == pytest.approx(9.0)
+    clock.t = 5.0  # longer than earlier runs' start-up: the work is still all ahead
+    assert s.eta_s() == pytest.approx(8.0)

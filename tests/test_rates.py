@@ -91,3 +91,27 @@ def test_rates_of_the_first_format_are_not_read(tmp_path: Path) -> None:
     assert RateBook(path).get("loudness", "cpu", "x") is None
     path.write_text(json.dumps({**data, "format": 2}))  # shared steps in the first reader's rate
     assert RateBook(path).get("loudness", "cpu", "x") is None
+
+
+def test_startup_is_the_median_of_the_last_runs_per_set_of_analyzers(tmp_path: Path) -> None:
+    from mirflow.run.rates import STARTUP_KEEP, startup_key
+
+    path = tmp_path / "rates.json"
+    key = startup_key({"tonal": "cpu", "loudness": "cpu"})
+    assert key == "loudness@cpu,tonal@cpu" and RateBook(path).startup(key) is None
+    for seconds in (15.0, 1.9, 2.1):  # a cold first run (numba compiling), then warm ones
+        book = RateBook(path)
+        book.observe_startup(key, seconds)
+        book.save()
+    assert RateBook(path).startup(key) == pytest.approx(2.1)  # the cold run does not skew it
+    assert RateBook(path).startup(startup_key({"tonal": "cpu"})) is None  # another set
+    other = RateBook(path)  # another run saving meanwhile: merged, the last values kept
+    for seconds in (2.0, 2.2, 2.4, 2.6):
+        other.observe_startup(key, seconds)
+    other.save()
+    data = json.loads(path.read_text())
+    kept = next(iter(data["machines"].values()))["startup"][key]
+    assert kept == [2.1, 2.0, 2.2, 2.4, 2.6] and len(kept) == STARTUP_KEEP
+    next(iter(data["machines"].values()))["startup"][key] = ["x", 3.0]  # hand-edited: skipped
+    path.write_text(json.dumps(data))
+    assert RateBook(path).startup(key) is None  # unreadable list: no estimate, no crash

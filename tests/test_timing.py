@@ -247,3 +247,20 @@ def test_shared_step_rows_rates_and_uses(dataset: Path, tmp_path: Path) -> None:
     assert again.shared_per_audio_second({"stft@x"}) == pytest.approx(0.1)
     assert again.shared_per_audio_second(set()) == 0.0
     assert again.shared_per_audio_second({"stft@x", "never measured"}) is None
+
+
+def test_startup_is_the_first_result_less_its_compute(dataset: Path, tmp_path: Path) -> None:
+    from mirflow.run.rates import startup_key
+
+    write_track(dataset, "t", sine(seconds=4.0))
+    track = discover(dataset)[0]
+    book = RateBook(tmp_path / "rates.json")
+    timing = Timing({"cpu_a": Cpu()}, unavailable={}, device="cpu", workers=1, rates=book,
+                    started=time.perf_counter() - 2.0)  # the first result comes 2 s after the start
+    timing.planned(dataset, {track: ("cpu_a",)})
+    timing.track_done(track, {"cpu_a": AnalyzerResult(status="ok", seconds=0.5, decode_seconds=0.2,
+                                                      shared_seconds={"stft@x": 0.3})})
+    report = timing.finish(3.0)
+    assert report["startup_s"] == pytest.approx(2.0 - 1.0, abs=0.05)
+    assert RateBook(tmp_path / "rates.json").startup(startup_key({"cpu_a": "cpu"})) == \
+        pytest.approx(1.0, abs=0.05)

@@ -54,6 +54,7 @@ class ProgressState:
         self.weights: dict[str, float] = {}
         self.durations: dict[str, float] = {}
         self.estimate_s: float | None = None
+        self.startup_s: float | None = None  # the start-up earlier runs measured (median)
         self.weighted_by = "tracks"
         #: ``(time, fraction done)`` when the first track finished: the pace is measured from
         #: there, so the warm-up (seconds, once per run) is not extrapolated over the whole run.
@@ -71,6 +72,7 @@ class ProgressState:
             self.weights = {k: float(v) for k, v in (data.get("weights") or {}).items()}
             self.durations = {k: float(v) for k, v in (data.get("durations") or {}).items()}
             self.estimate_s = data.get("eta_s")
+            self.startup_s = data.get("startup_s")
             self.weighted_by = str(data.get("by", "audio duration"))
         elif event == "track":
             self.failures = int(data.get("failures", self.failures))
@@ -97,7 +99,8 @@ class ProgressState:
     def eta_s(self) -> float | None:
         """Seconds left, or ``None`` when unknown.
 
-        Before the first track: the plan's estimate (measured rates, start-up excluded). Then the
+        Before the first track: the plan's estimate (measured rates), plus what is left of the
+        start-up earlier runs measured, counting down from the run's start. Then the
         pace since the first track finished, blended with the plan's estimate of what is left
         until a quarter of the work was seen at that pace; without rates, the pace alone (from the
         start of the work while only the first track is done)."""
@@ -105,7 +108,9 @@ class ProgressState:
         if frac >= 1.0:
             return 0.0
         if frac <= 0.0:
-            return self.estimate_s
+            if self.estimate_s is None or self.startup_s is None:
+                return self.estimate_s
+            return self.estimate_s + max(0.0, self.startup_s - (self.clock() - self.started))
         planned = None if self.estimate_s is None else self.estimate_s * (1.0 - frac)
         t1, f1 = self.first_result or (self.clock(), frac)
         if frac > f1 and self.clock() > t1:

@@ -9,7 +9,9 @@ track's duration, plus decoding the track's mix and the shared steps (the resamp
 its STFT) that its due analyzers read, each once (rates of their own, see
 :mod:`mirflow.run.timing`). CPU analyzers share the worker processes (their sum is divided by the number of
 workers); GPU analyzers on an accelerator run in their own lane at the same time, so the ETA is the
-longer of the two. Start-up (worker start, model loading) is not included. Without a rate for some
+longer of the two, plus the start-up (workers starting, models loading: from the run's start to its
+first result, less that track's compute) that the last runs with the same set of due analyzers
+measured, when one did; else start-up is left out and the plan says so. Without a rate for some
 due analyzer the ETA is unknown (``None``) and the plan says which rates are missing.
 """
 
@@ -25,7 +27,7 @@ from ..core.config import RunOptions
 from ..core.dataset import discover
 from .coordinator import build_analyzers
 from .plan import BLOCKED, DUE, decide, read_for_plan
-from .rates import DECODE, RateBook
+from .rates import DECODE, RateBook, startup_key
 from .timing import Durations, device_labels
 
 
@@ -70,6 +72,8 @@ class PlanReport:
     decode_s: float | None = None
     #: Expected seconds of the shared steps the due analyzers read (``None``: not measured yet).
     shared_s: float | None = None
+    #: Expected start-up, included in ``eta_s`` (``None``: no run with this set of analyzers yet).
+    startup_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "tracks": self.tracks, "due_tracks": self.due_tracks,
@@ -77,6 +81,7 @@ class PlanReport:
                 "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
                 "decode_s": None if self.decode_s is None else round(self.decode_s, 1),
                 "shared_s": None if self.shared_s is None else round(self.shared_s, 1),
+                "startup_s": None if self.startup_s is None else round(self.startup_s, 1),
                 "missing_rates": self.missing_rates, "unknown_durations": self.unknown_durations,
                 "analyzers": {n: a.as_dict() for n, a in self.analyzers.items()},
                 "unavailable": self.unavailable, "due": self.pairs}
@@ -140,6 +145,8 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
                 cpu_s += p.compute_s
             else:
                 gpu_s += p.compute_s
-    eta = None if missing else max(cpu_s / workers, gpu_s)
+    due_names = {n: p.device for n, p in plans.items() if p.due}
+    startup = rates.startup(startup_key(due_names)) if due_names else None
+    eta = None if missing else max(cpu_s / workers, gpu_s) + (startup or 0.0)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
-                      missing, unknown, pairs, decode_s, shared_s)
+                      missing, unknown, pairs, decode_s, shared_s, startup)

@@ -5,7 +5,9 @@ worker's time per second of audio, i.e. 50x realtime on one worker). Rates are k
 analyzer, device and parameter hash in ``$XDG_CACHE_HOME/mirflow/rates.json`` (by default
 ``~/.cache/mirflow/rates.json``), so a ``mirflow plan`` or a progress bar can turn the audio still to
 analyse into an expected time. There is no rate (and estimates say "unknown") until a run on this
-machine has done that analyzer with those parameters on that device.
+machine has done that analyzer with those parameters on that device. Start-ups (run start to first
+result, less that track's compute) are kept too, per set of analyzers and devices: the last
+:data:`STARTUP_KEEP` runs' values, whose median is the estimate.
 
 Updating blends a run's measurement with the stored one: the stored compute and audio seconds are
 halved and the run's added, so recent runs dominate while one noisy run does not erase the history.
@@ -19,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,14 @@ def shared_name(step: str) -> str:
     return f"shared:{step}"
 #: Weight of the stored history when a new run's measurement is added.
 DECAY = 0.5
+#: Start-ups kept per set of analyzers; their median is the estimate, so one cold run (numba
+#: compiling on a new installation, a model read from a cold disk) does not skew it.
+STARTUP_KEEP = 5
+
+
+def startup_key(labels: dict[str, str]) -> str:
+    """The key of a run's start-up: its due analyzers with their devices (``{name: device}``)."""
+    return ",".join(f"{name}@{device}" for name, device in sorted(labels.items()))
 
 
 def cache_dir() -> Path:
@@ -110,6 +121,8 @@ class RateBook:
         self.machine_id = machine_id or machine_key()
         self._rates: dict[str, Rate] = {}
         self._observed: dict[str, Rate] = {}
+        self._startups: dict[str, list[float]] = {}
+        self._observed_startups: dict[str, list[float]] = {}
         self._load()
 
     def _read_file(self) -> dict[str, Any]:
@@ -124,6 +137,11 @@ class RateBook:
 
     def _load(self) -> None:
         entry = self._read_file().get("machines", {}).get(self.machine_id, {})
+        for key, value in (entry.get("startup") or {}).items():
+            try:
+                self._startups[key] = [float(v) for v in value][-STARTUP_KEEP:]
+            except (TypeError, ValueError):
+                continue
         for key, value in (entry.get("rates") or {}).items():
             try:
                 self._rates[key] = Rate(float(value["compute_s"]), float(value["audio_s"]),
@@ -138,6 +156,18 @@ class RateBook:
         if rate is None or rate.audio_s <= 0 or rate.compute_s < 0:
             return None
         return rate
+
+    def startup(self, key: str) -> float | None:
+        """Seconds from a run's start to its first result, less that track's compute, for the
+        set of analyzers ``key`` (:func:`startup_key`): the median of the last runs on this machine,
+        or ``None`` when none ran that set."""
+        values = self._startups.get(key)
+        return statistics.median(values) if values else None
+
+    def observe_startup(self, key: str, seconds: float) -> None:
+        """Add a run's start-up (kept in memory until :meth:`save`)."""
+        if seconds >= 0:
+            self._observed_startups.setdefault(key, []).append(seconds)
 
     def shared_per_audio_second(self, steps: "set[str] | frozenset[str]") -> float | None:
         """Seconds of compute per second of audio for the shared ``steps`` together (each counted
@@ -166,7 +196,7 @@ class RateBook:
     def save(self) -> None:
         """Blend the observed rates into the file (locked, merged, atomic). Errors are logged only:
         a read-only home must not fail a run."""
-        if not self._observed:
+        if not self._observed and not self._observed_startups:
             return
         from filelock import FileLock, Timeout
 
@@ -191,8 +221,15 @@ class RateBook:
                     rate = Rate(compute, audio, tracks, stamp, obs.uses)
                     rates[key] = rate.as_dict()
                     self._rates[key] = rate
+                startups = entry.setdefault("startup", {})
+                for key, values in self._observed_startups.items():
+                    old = startups.get(key) if isinstance(startups.get(key), list) else []
+                    old = [v for v in old if isinstance(v, (int, float))]
+                    kept = [round(float(v), 3) for v in [*old, *values]][-STARTUP_KEEP:]
+                    startups[key] = self._startups[key] = kept
                 text = json.dumps(data, indent=1, sort_keys=True) + "\n"
                 atomic_write_bytes(self.path, text.encode("utf-8"))
             self._observed.clear()
+            self._observed_startups.clear()
         except (OSError, Timeout) as exc:
             log.warning("could not update the rates file %s: %s", self.path, exc)

@@ -41,7 +41,8 @@ from typing import Any
 
 from ..analyzers.base import Analyzer
 from ..core.dataset import Track
-from .rates import DECODE, RateBook, shared_name
+from ..core.sidecar import AnalyzerResult
+from .rates import DECODE, RateBook, shared_name, startup_key
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,8 @@ class Timing:
         self.durations = Durations()
         self.started = time.perf_counter() if started is None else started
         self.first_result_s: float | None = None
+        self.first_compute_s = 0.0  # the first finished track's compute (all its analyzers)
+        self.due_names: set[str] = set()  # the analyzers due on some track of the run
         self.labels: dict[str, str] | None = None
         self._acc = {n: _Acc() for n in self.analyzers}
         self._decode = _Acc()  # decoding the mixes, wherever an analyzer first read one
@@ -225,6 +228,7 @@ class Timing:
     def planned(self, root: Path, due: dict[Track, tuple[str, ...]]) -> None:
         """Start reading durations, device labels and rates for the due work in the background."""
         items = list(due.items())
+        self.due_names = {n for names in due.values() for n in names if n in self.analyzers}
 
         def work() -> None:
             try:
@@ -269,7 +273,12 @@ class Timing:
         eta = sum(weights.values()) / self.workers if known else None
         durations = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
         return {"weights": weights, "durations": durations, "audio_s": total_audio, "eta_s": eta,
-                "by": "rates" if known else "audio duration"}
+                "by": "rates" if known else "audio duration",
+                "startup_s": self.rates.startup(self._startup_key())}
+
+    def _startup_key(self) -> str:
+        labels = self.labels or {}
+        return startup_key({n: labels.get(n, "cpu") for n in self.due_names})
 
     def _start_monitor(self) -> None:
         accel = {lab for lab in (self.labels or {}).values() if lab != "cpu"}
@@ -312,6 +321,9 @@ class Timing:
         """Account one finished track (``results``: ``{analyzer: AnalyzerResult}``)."""
         if self.first_result_s is None:
             self.first_result_s = time.perf_counter() - self.started
+            self.first_compute_s = sum(
+                float(r.seconds or 0.0) + r.decode_seconds + sum(r.shared_seconds.values())
+                for r in results.values() if isinstance(r, AnalyzerResult))
         duration = self.durations.get(track)
         for name, res in results.items():
             acc = self._acc.get(name)
@@ -344,9 +356,14 @@ class Timing:
             self._thread.join(timeout=30)
         labels = self.labels or {n: "cpu" for n in self.analyzers}
         busy = self._monitor.stop() if self._monitor else None
+        startup = (None if self.first_result_s is None
+                   else max(0.0, self.first_result_s - self.first_compute_s))
+        if startup is not None and self.rates is not None and self.due_names:
+            self.rates.observe_startup(self._startup_key(), startup)
         report: dict[str, Any] = {
             "wall_s": round(wall_s, 3),
             "first_result_s": None if self.first_result_s is None else round(self.first_result_s, 3),
+            "startup_s": None if startup is None else round(startup, 3),
             "audio_s": round(max((a.audio_s for a in self._acc.values()), default=0.0), 3),
             "analyzers": {}, "stages": {},
             "accelerator": {"device": next((lab for lab in labels.values() if lab != "cpu"), None),
