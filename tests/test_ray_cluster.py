@@ -120,6 +120,36 @@ def test_gpu_analyzers_that_cannot_use_the_gpus_run_on_the_cpu_actors(
     assert set(summary.timing["stages"]) == {"ray cpu actors"}
 
 
+def test_what_can_use_the_gpus_is_judged_on_the_gpu_nodes_not_on_the_driver(
+        cluster: Cluster, dataset: Path, probe_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU-only head node often lacks the GPU runtime its GPU nodes have (onnxruntime without
+    the CUDA provider): the driver's installation must not send the GPU analyzers to the CPU
+    actors. The nodes were started before the variable was set, so only the driver lacks it."""
+    monkeypatch.setenv("PROBE_GPU_RUNTIME_MISSING", "1")
+    _tracks(dataset, 4)
+    summary = run(dataset, RunOptions(analyzers=["probe_gpu", "probe"], executor="ray", device="auto"))
+    assert summary.counts["probe_gpu"]["done"] == summary.counts["probe"]["done"] == 4
+    gpu_pids = {line.split()[1] for line in probe_calls(probe_log, "analyze-gpu")}
+    cpu_pids = {line.split()[1] for line in probe_calls(probe_log)}
+    assert len(gpu_pids) == 1 and not gpu_pids & cpu_pids  # the GPU actor, not the CPU actors
+    assert set(summary.timing["stages"]) == {"ray cpu actors", "ray gpu actors"}
+
+
+def test_gpu_nodes_that_do_not_answer_leave_the_judgment_to_the_driver(
+        cluster: Cluster, dataset: Path, probe_log: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import mirflow.executors.ray as ray_executor
+
+    monkeypatch.setattr(ray_executor, "GPU_CHECK_S", 1e-6)  # no node answers that fast
+    monkeypatch.setenv("PROBE_GPU_RUNTIME_MISSING", "1")
+    _tracks(dataset, 2)
+    with caplog.at_level("WARNING", logger="mirflow"):
+        summary = run(dataset, RunOptions(analyzers=["probe_gpu"], executor="ray", device="auto"))
+    assert summary.counts["probe_gpu"]["done"] == 2
+    assert "judged from this machine's installation" in caplog.text
+    assert set(summary.timing["stages"]) == {"ray cpu actors"}
+
+
 def test_a_track_is_decoded_once_across_the_gpu_and_cpu_actors(
         cluster: Cluster, dataset: Path, probe_log: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

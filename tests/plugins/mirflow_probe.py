@@ -53,8 +53,9 @@ class ProbeGPU(Analyzer):
     default_params: ClassVar[dict[str, Any]] = {"sleep": 0.0, "on_cpu": False}
 
     def accelerated(self, device: str) -> bool:
-        """``on_cpu``: as an analyzer whose runtime has no GPU support here."""
-        return not self.params["on_cpu"]
+        """``on_cpu``, or ``PROBE_GPU_RUNTIME_MISSING`` in this process's environment: as an
+        analyzer whose runtime has no GPU support (everywhere, or on this machine only)."""
+        return not self.params["on_cpu"] and not os.environ.get("PROBE_GPU_RUNTIME_MISSING")
 
     def setup(self, device: str = "cpu") -> None:
         _log(f"setup-gpu {os.getpid()}")

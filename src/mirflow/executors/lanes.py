@@ -8,7 +8,7 @@ coordinator sees one future per chunk whose results hold both pools' records.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 
 from ..core.sidecar import AnalyzerResult
@@ -50,13 +50,21 @@ def ok_names(results: dict[str, AnalyzerResult]) -> set[str]:
     return {n for n, r in results.items() if r.status == "ok"}
 
 
-def accelerated_specs(gpu_specs: list[AnalyzerSpec], device: str, *, gpus: str) -> list[AnalyzerSpec]:
-    """The GPU analyzers of ``gpu_specs`` that would compute on accelerator ``device``
-    (``Analyzer.accelerated``); the others (classifiers without an ONNX Runtime GPU provider, an
-    analyzer whose own ``device`` is ``cpu``) are logged and left to the CPU pool, where several
-    run at once instead of one after another beside the model. ``gpus`` names the accelerators
-    in the message."""
-    on_cpu = [s.name for s in gpu_specs if not s.build().accelerated(device)]
+def accelerated_names(specs: list[AnalyzerSpec], device: str) -> set[str]:
+    """The analyzers of ``specs`` that would compute on accelerator ``device`` with this process's
+    installation (``Analyzer.accelerated``: an ONNX Runtime GPU provider, the analyzer's own
+    ``device`` parameter)."""
+    return {s.name for s in specs if s.build().accelerated(device)}
+
+
+def accelerated_specs(gpu_specs: list[AnalyzerSpec], accelerated: Collection[str], *,
+                      gpus: str) -> list[AnalyzerSpec]:
+    """The GPU analyzers of ``gpu_specs`` named in ``accelerated`` (:func:`accelerated_names`,
+    judged where the accelerators are); the others (classifiers without an ONNX Runtime GPU
+    provider, an analyzer whose own ``device`` is ``cpu``) are logged and left to the CPU pool,
+    where several run at once instead of one after another beside the model. ``gpus`` names the
+    accelerators in the message."""
+    on_cpu = [s.name for s in gpu_specs if s.name not in accelerated]
     if on_cpu:
         log.info("%s cannot use %s: run on the CPU pool", ", ".join(on_cpu), gpus)
     return [s for s in gpu_specs if s.name not in on_cpu]

@@ -65,7 +65,7 @@ from ..core.sidecar import AnalyzerResult
 from ..run import limits
 from ..run.worker import HANDOFF, AnalyzerSpec, ShippedTrack, WorkUnit, describe
 from .gpu_lane import LANE_WINDOW, lane_main
-from .lanes import accelerated_specs, ok_names, then_cpu
+from .lanes import accelerated_names, accelerated_specs, ok_names, then_cpu
 from .process import THREAD_ENV_VARS, ProcessBackend
 from .supervisor import Supervisor, failure
 
@@ -103,7 +103,8 @@ class LocalExecutor:
         if gpu_lane is None:
             gpu_lane = bool(gpu_specs) and accelerator_present(device)
         if gpu_lane:  # those that cannot use the accelerator here run on the CPU workers
-            gpu_specs = accelerated_specs(gpu_specs, device, gpus=f"{device} here")
+            gpu_specs = accelerated_specs(gpu_specs, accelerated_names(gpu_specs, device),
+                                          gpus=f"{device} here")
         self._gpu_names = frozenset(s.name for s in gpu_specs) if gpu_lane and gpu_specs else frozenset()
         self._pool = Supervisor(ProcessBackend(list(specs), device=device, threads=threads_per_worker,
                                                label="worker", cores=self.cores),

@@ -56,7 +56,7 @@ from typing import Any
 from ..core.errors import ConfigError, HandOffLost
 from ..core.sidecar import AnalyzerResult
 from ..run.worker import HANDOFF, AnalyzerSpec, Decoded, HandedTrack, WorkUnit, Worker
-from .lanes import accelerated_specs, ok_names, then_cpu
+from .lanes import accelerated_names, accelerated_specs, ok_names, then_cpu
 from .process import THREAD_ENV_VARS
 from .supervisor import Event, Supervisor
 
@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 RELEASE_WAIT_S = 5.0
 #: Seconds the start-up check waits for every node to read the first track.
 ACCESS_CHECK_S = 60.0
+#: Seconds the GPU nodes have to say which GPU analyzers can use their GPUs (:func:`accelerated_here`).
+GPU_CHECK_S = 60.0
 #: Seconds a CPU actor waits for a handed-on track from the object store before decoding it itself.
 FETCH_TIMEOUT_S = 120.0
 
@@ -178,6 +180,23 @@ def node_label() -> str:
     import ray
 
     return f"{ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
+
+
+def accelerated_here(specs: list[AnalyzerSpec], device: str) -> tuple[str, list[str]]:
+    """``(this node, the analyzers of specs that would compute on device here)``. Run on every GPU
+    node before the pools start: what can use a GPU depends on the node's installation (an ONNX
+    Runtime with a CUDA provider), which the driver's machine, often a CPU-only head node, may not
+    share."""
+    from .process import import_analyzers
+
+    import_analyzers()
+    return node_label(), sorted(accelerated_names(specs, device))
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (Ray's task errors carry whole remote tracebacks)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def read_check(path: str) -> tuple[str, str | None]:
@@ -378,10 +397,11 @@ class RayExecutor:
         cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
         if gpu_specs and kind not in ("cpu", "auto") and not cluster_gpus:
             raise ConfigError(f"--device {device} asks for a GPU, but the Ray cluster has none")
+        env = {"env_vars": actor_env()}
         if gpu_specs and kind != "cpu" and cluster_gpus:
             # the cluster's GPUs are CUDA devices (Ray's "GPU" resource); what can use them is
-            # judged from the driver's installation, as the cluster's nodes share its environment
-            gpu_specs = accelerated_specs(gpu_specs, device if kind == "cuda" else "cuda",
+            # judged on the GPU nodes, whose installation the driver's machine may not share
+            gpu_specs = accelerated_specs(gpu_specs, self._accelerated_on_gpu_nodes(gpu_specs, env),
                                           gpus="the cluster's GPUs")
         use_gpu = bool(gpu_specs) and kind != "cpu" and cluster_gpus > 0
         self._gpu_names = frozenset(s.name for s in gpu_specs) if use_gpu else frozenset()
@@ -390,7 +410,6 @@ class RayExecutor:
         board = ray.remote(num_cpus=0)(_PhaseBoard).options(  # on the driver's node: never lost alone
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
         self._board = board
-        env = {"env_vars": actor_env()}
         self._gpu: Supervisor | None = None
         n_gpu = cluster_gpus if use_gpu else 0
         free_cpus = int(ray.available_resources().get("CPU", 0)) - n_gpu  # a GPU actor takes one
@@ -414,6 +433,30 @@ class RayExecutor:
         log.info("Ray executor: %d CPU actor(s)%s on %d node(s)", n_cpu,
                  f", {n_gpu} GPU actor(s) for {', '.join(sorted(self._gpu_names))}" if n_gpu else "",
                  sum(1 for n in ray.nodes() if n.get("Alive")))
+
+    def _accelerated_on_gpu_nodes(self, specs: list[AnalyzerSpec], env: dict[str, Any]) -> set[str]:
+        """The analyzers of ``specs`` that can use the GPUs on every GPU node of the cluster, each
+        node judging with its own installation (:func:`accelerated_here`); the driver's judgment,
+        with a warning, when the nodes do not answer."""
+        ray = self._ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        task = ray.remote(num_cpus=0, max_retries=0, runtime_env=env)(accelerated_here)
+        refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                             ).remote(specs, "cuda:0")  # as a GPU actor sees its GPU
+                for n in ray.nodes() if n.get("Alive") and n["Resources"].get("GPU", 0)]
+        try:
+            answers = ray.get(refs, timeout=GPU_CHECK_S)
+        except Exception as exc:  # noqa: BLE001 - a timeout, a node lost, a failed import there
+            log.warning("the Ray GPU nodes did not say which analyzers can use their GPUs (%s); "
+                        "judged from this machine's installation", _first_line(exc))
+            return accelerated_names(specs, "cuda:0")
+        names = set.intersection(*(set(a) for _, a in answers)) if answers else set()
+        for node, accelerated in answers:
+            if set(accelerated) != names:
+                log.info("node %s could run %s on its GPU, but not every GPU node can: run on the "
+                         "CPU actors", node, ", ".join(sorted(set(accelerated) - names)))
+        return names
 
     # -- start-up check ------------------------------------------------------------------------
     def check_access(self, path: str) -> None:
