@@ -45,7 +45,8 @@ def test_plan_run_plan(dataset: Path, _isolated_cache: Path) -> None:
     assert forced["analyzers"]["loudness"]["reasons"] == {"forced": 2}
     assert forced["decode_s"] is not None  # the run measured decoding too: every due track once
     expected = forced["analyzers"]["loudness"]["rate_s_per_audio_s"] * 4.0 + forced["decode_s"]
-    assert abs(forced["eta_s"] - expected) <= 0.1
+    assert forced["startup_from"] == "loudness@cpu,spectral@cpu"  # the run's, which held loudness
+    assert abs(forced["eta_s"] - (expected + forced["startup_s"])) <= 0.1
     changed = _plan(str(dataset), "-a", "spectral", "--set", "spectral.rolloff_percent=0.9")
     # the record's readable parameters (when it keeps them) name the parameter that changed
     assert set(changed["analyzers"]["spectral"]["reasons"]) <= {
@@ -102,7 +103,7 @@ def test_plan_counts_the_shared_steps_of_what_is_due(dataset: Path) -> None:
 
     tonal = _plan(str(dataset), "-a", "tonal", "--force", "all", "-j", "1")
     expected = (tonal["analyzers"]["tonal"]["rate_s_per_audio_s"] * 5.0 + tonal["decode_s"]
-                + tonal["shared_s"])
+                + tonal["shared_s"] + tonal["startup_s"])  # start-up of the default run, a bound
     assert tonal["shared_s"] > 0 and abs(tonal["eta_s"] - expected) <= 0.1
     both = _plan(str(dataset), "-a", "spectral,tonal", "--force", "all", "-j", "1")
     assert both["shared_s"] == tonal["shared_s"]  # read by both, counted once
@@ -114,6 +115,8 @@ def test_plan_counts_the_shared_steps_of_what_is_due(dataset: Path) -> None:
 
 def test_plan_includes_the_start_up_of_the_same_set_of_analyzers(dataset: Path) -> None:
     write_track(dataset, "a", sine(330.0, 2.0))
+    text = mirflow("plan", str(dataset), "-a", "loudness", "--force", "all")
+    assert "ETA unknown" in text.stdout  # nothing measured yet
     code, summary = run_json(str(dataset), "-a", "loudness,spectral", "-j", "1")
     assert code == 0 and 0 <= summary["timing"]["startup_s"] < summary["timing"]["first_result_s"]
     same = _plan(str(dataset), "-a", "loudness,spectral", "--force", "all", "-j", "1")
@@ -122,7 +125,13 @@ def test_plan_includes_the_start_up_of_the_same_set_of_analyzers(dataset: Path) 
             + same["decode_s"] + same["shared_s"])
     assert same["startup_s"] == round(summary["timing"]["startup_s"], 1)
     assert abs(same["eta_s"] - (work + summary["timing"]["startup_s"])) <= 0.1
-    other = _plan(str(dataset), "-a", "loudness", "--force", "all")
-    assert other["startup_s"] is None and other["eta_s"] is not None  # start-up left out, said
+    assert same["startup_from"] is None  # measured for this very set
+    other = _plan(str(dataset), "-a", "loudness", "--force", "all", "-j", "1")
+    # never measured alone: the run of a larger set bounds it, and the plan says so
+    assert other["startup_s"] == same["startup_s"] and other["startup_from"] == "loudness@cpu,spectral@cpu"
+    assert abs(other["eta_s"] - (other["analyzers"]["loudness"]["compute_s"] + other["decode_s"]
+                                 + other["startup_s"])) <= 0.15
     text = mirflow("plan", str(dataset), "-a", "loudness", "--force", "all")
-    assert "start-up not included" in " ".join(text.stdout.split())
+    assert "as measured for runs of loudness, spectral" in " ".join(text.stdout.split())
+    disjoint = _plan(str(dataset), "-a", "tonal", "--force", "all")
+    assert disjoint["startup_s"] is None and disjoint["startup_from"] is None

@@ -115,3 +115,28 @@ def test_startup_is_the_median_of_the_last_runs_per_set_of_analyzers(tmp_path: P
     next(iter(data["machines"].values()))["startup"][key] = ["x", 3.0]  # hand-edited: skipped
     path.write_text(json.dumps(data))
     assert RateBook(path).startup(key) is None  # unreadable list: no estimate, no crash
+
+
+def test_a_set_never_measured_takes_the_start_up_of_the_closest_measured_set(tmp_path: Path) -> None:
+    from mirflow.run.rates import startup_key
+
+    path = tmp_path / "rates.json"
+    book = RateBook(path)
+    runs = {("loudness",): 0.8, ("loudness", "spectral"): 0.9, ("loudness", "rhythm", "spectral"): 1.6,
+            ("loudness", "rhythm", "spectral", "tonal"): 1.9, ("tonal",): 1.5}
+    for names, seconds in runs.items():
+        book.observe_startup(startup_key(dict.fromkeys(names, "cpu")), seconds)
+    book.save()
+    book = RateBook(path)
+    cpu = lambda *names: dict.fromkeys(names, "cpu")  # noqa: E731
+    assert book.startup_estimate(cpu("loudness")) == (0.8, "loudness@cpu")  # measured: itself
+    # the smallest measured set holding it: an upper bound
+    assert book.startup_estimate(cpu("rhythm")) == (1.6, "loudness@cpu,rhythm@cpu,spectral@cpu")
+    # held by none: the largest measured set it holds (ties: the larger start-up)
+    assert book.startup_estimate(cpu("loudness", "spectral", "tonal", "rhythm", "stems")) == \
+        (1.9, "loudness@cpu,rhythm@cpu,spectral@cpu,tonal@cpu")
+    assert book.startup_estimate(cpu("tonal", "spectral")) == \
+        (1.9, "loudness@cpu,rhythm@cpu,spectral@cpu,tonal@cpu")
+    # another device is another analyzer: separation on a GPU starts differently
+    assert book.startup_estimate({"separation": "cuda"}) == (None, None)
+    assert book.startup_estimate({}) == (None, None)

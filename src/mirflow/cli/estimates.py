@@ -77,8 +77,14 @@ def print_plan(out: Console, report: Any) -> None:
         parts = [f"{what}: {clock(secs)}" for what, secs in
                  (("decoding", report.decode_s), ("shared steps", report.shared_s)) if secs]
         decoding = f" ({', '.join(parts)} of one worker's time)" if parts else ""
-        startup = ("start-up not included: no run with these analyzers measured it yet"
-                   if report.startup_s is None else f"start-up {clock(report.startup_s)} included")
+        if report.startup_s is None:
+            startup = "start-up not included: no run on this machine measured it yet"
+        elif report.startup_from:
+            names = ", ".join(item.partition("@")[0] for item in report.startup_from.split(","))
+            startup = (f"start-up {clock(report.startup_s)} included, as measured for runs of "
+                       f"{names}")
+        else:
+            startup = f"start-up {clock(report.startup_s)} included"
         out.print(f"ETA {clock(report.eta_s)} with {report.workers} worker(s){decoding}, from rates "
                   f"measured by earlier runs on this machine ({startup})")
 

@@ -74,6 +74,9 @@ class PlanReport:
     shared_s: float | None = None
     #: Expected start-up, included in ``eta_s`` (``None``: no run with this set of analyzers yet).
     startup_s: float | None = None
+    #: The other set of analyzers (:func:`~mirflow.run.rates.startup_key`) whose measured start-up
+    #: ``startup_s`` is (:meth:`RateBook.startup_estimate`); ``None`` when measured for this set.
+    startup_from: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "tracks": self.tracks, "due_tracks": self.due_tracks,
@@ -82,6 +85,7 @@ class PlanReport:
                 "decode_s": None if self.decode_s is None else round(self.decode_s, 1),
                 "shared_s": None if self.shared_s is None else round(self.shared_s, 1),
                 "startup_s": None if self.startup_s is None else round(self.startup_s, 1),
+                "startup_from": self.startup_from,
                 "missing_rates": self.missing_rates, "unknown_durations": self.unknown_durations,
                 "analyzers": {n: a.as_dict() for n, a in self.analyzers.items()},
                 "unavailable": self.unavailable, "due": self.pairs}
@@ -146,7 +150,8 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
             else:
                 gpu_s += p.compute_s
     due_names = {n: p.device for n, p in plans.items() if p.due}
-    startup = rates.startup(startup_key(due_names)) if due_names else None
+    startup, startup_from = rates.startup_estimate(due_names)
     eta = None if missing else max(cpu_s / workers, gpu_s) + (startup or 0.0)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
-                      missing, unknown, pairs, decode_s, shared_s, startup)
+                      missing, unknown, pairs, decode_s, shared_s, startup,
+                      None if startup_from in (None, startup_key(due_names)) else startup_from)

@@ -164,6 +164,26 @@ class RateBook:
         values = self._startups.get(key)
         return statistics.median(values) if values else None
 
+    def startup_estimate(self, labels: dict[str, str]) -> tuple[float | None, str | None]:
+        """``(seconds, from_key)``: the start-up of a run of ``labels`` (``{name: device}``).
+        Measured for exactly this set, ``from_key`` is its key; else taken from the closest set
+        that was measured: the smallest one holding every analyzer of ``labels`` (an upper bound:
+        more imports, more models), else the largest one held by ``labels`` (a lower bound), ties
+        to the larger start-up. ``(None, None)`` when no run on this machine measured any of them."""
+        key = startup_key(labels)
+        exact = self.startup(key)
+        if exact is not None or not labels:
+            return exact, key if exact is not None else None
+        wanted = frozenset(key.split(","))
+        measured = {k: frozenset(k.split(",")) for k, v in self._startups.items() if v}
+        supersets = [(len(m), -self.startup(k), k) for k, m in measured.items() if m > wanted]
+        subsets = [(-len(m), -self.startup(k), k) for k, m in measured.items() if m < wanted]
+        for candidates in (supersets, subsets):
+            if candidates:
+                nearest = min(candidates)[2]
+                return self.startup(nearest), nearest
+        return None, None
+
     def observe_startup(self, key: str, seconds: float) -> None:
         """Add a run's start-up (kept in memory until :meth:`save`)."""
         if seconds >= 0:
