@@ -154,6 +154,46 @@ def test_elastic_engine_follows_the_allowance_between_passes() -> None:
         torch.set_num_threads(main_threads)
 
 
+def test_cores_freed_during_a_pass_start_the_next_pass_beside_it() -> None:
+    """The tail of a run: a track starts while its neighbour still works (allowance 1), the
+    neighbour finishes during the first pass (allowance 2). The second pass must start then, on
+    the freed core, not after the first pass (a 2-segment track ran wholly on one core)."""
+    import threading
+    import time
+
+    from mirflow.models.demucs_batch import separate_stream
+
+    model = tiny_htdemucs()
+    mix = torch.from_numpy(clip(2.0, seed=2))  # 1 s segments: a few passes
+    allowed, spans, lock = [1], [], threading.Lock()
+    real_forward = model.forward
+
+    def timed_forward(x):  # noqa: ANN001
+        start = time.monotonic()
+        with lock:
+            first = not spans
+            spans.append([start, None])
+            index = len(spans) - 1
+        if first:
+            time.sleep(0.15)
+            allowed[0] = 2  # the neighbour finished its track
+            time.sleep(0.6)
+        try:
+            return real_forward(x)
+        finally:
+            spans[index][1] = time.monotonic()
+
+    model.forward = timed_forward
+    main_threads = torch.get_num_threads()
+    try:
+        out = dict(separate_stream(model, [(0, mix)], lanes=2, threads=lambda: allowed[0]))
+    finally:
+        del model.forward
+        torch.set_num_threads(main_threads)
+    assert len(spans) >= 2 and 0 in out
+    assert spans[1][0] < spans[0][1] - 0.3  # started while the first pass still ran
+
+
 def test_batched_engine_equals_apply_model_for_bag_with_shifts(monkeypatch: pytest.MonkeyPatch) -> None:
     import demucs.apply
     from demucs.apply import BagOfModels, apply_model

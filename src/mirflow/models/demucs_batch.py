@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,6 +192,10 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+#: Seconds between two readings of the elastic allowance while a pass waits for room.
+ALLOWANCE_POLL_S = 0.05
+
+
 def separate_stream(model: torch.nn.Module, mixes: Iterable[tuple[Hashable, torch.Tensor]], *,
                     batch_size: int = 1, shifts: int = 0, overlap: float = 0.25,
                     segment: float | None = None, transition_power: float = 1.0,
@@ -231,7 +235,9 @@ def separate_stream(model: torch.nn.Module, mixes: Iterable[tuple[Hashable, torc
         elastic allowance of :mod:`mirflow.core.threads`). ``min(lanes, threads())`` passes then
         run at once, each with ``threads() // passes`` intra-op threads (set in the thread that runs
         it), so a track already running uses cores that free up, and gives them back, between
-        passes. ``None``: ``lanes`` passes at once, intra-op threads as the caller set them.
+        passes; a pass waiting for room asks again every :data:`ALLOWANCE_POLL_S` and starts as
+        soon as there is some, beside the passes running. ``None``: ``lanes`` passes at once,
+        intra-op threads as the caller set them.
     on_forward : callable, optional
         Called with the number of segments of every forward pass (for tests and statistics).
 
@@ -292,9 +298,16 @@ def separate_stream(model: torch.nn.Module, mixes: Iterable[tuple[Hashable, torc
 
     def launch(m_idx: int, batch: list[_Chunk]) -> None:
         passes, intra = width()
-        if elastic:  # never more passes running than the allowance has room for
-            while len(in_flight) >= passes:
+        # never more passes running than the allowance has room for; while waiting for room, ask
+        # again every ALLOWANCE_POLL_S: cores a neighbour frees take the next pass at once,
+        # beside the one running, instead of after it (a 2-segment track at the tail of a run)
+        while elastic and len(in_flight) >= passes:
+            oldest = in_flight[0][1]
+            if oldest.done():
                 finish_oldest()
+                continue
+            wait([oldest], timeout=ALLOWANCE_POLL_S)
+            passes, intra = width()
         if pool is not None:
             in_flight.append((batch, pool.submit(forward, m_idx, batch, intra)))
         else:
