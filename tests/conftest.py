@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,18 @@ def write_track(root: Path, name: str, samples: np.ndarray, sr: int = 44100, *, 
         arr = arr[None]
     sf.write(path, arr.T, sr, subtype=subtype)
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The same for module- and session-scoped fixtures, which run before any function-scoped one
+    (``results_fixtures.make_analysed_dataset`` runs mirflow: it recorded its start-ups and rates
+    of tiny clips in the developer's real cache, and the real plans then used them)."""
+    patch = pytest.MonkeyPatch()
+    cache = tmp_path_factory.mktemp("xdg-cache-session")
+    patch.setenv("XDG_CACHE_HOME", str(cache))
+    yield cache
+    patch.undo()
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,15 @@ def test_a_set_never_measured_takes_the_start_up_of_the_closest_measured_set(tmp
     # another device is another analyzer: separation on a GPU starts differently
     assert book.startup_estimate({"separation": "cuda"}) == (None, None)
     assert book.startup_estimate({}) == (None, None)
+
+
+@pytest.fixture(scope="module")
+def cache_home_of_a_module_fixture() -> str | None:
+    return os.environ.get("XDG_CACHE_HOME")
+
+
+def test_fixtures_of_every_scope_keep_rates_out_of_the_real_cache(
+        cache_home_of_a_module_fixture: str | None, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A module-scoped fixture that runs mirflow must not write the developer's real rates file."""
+    assert cache_home_of_a_module_fixture is not None
+    assert Path(cache_home_of_a_module_fixture).is_relative_to(tmp_path_factory.getbasetemp())
