@@ -45,7 +45,7 @@ def test_plan_run_plan(dataset: Path, _isolated_cache: Path) -> None:
     assert forced["analyzers"]["loudness"]["reasons"] == {"forced": 2}
     assert forced["decode_s"] is not None  # the run measured decoding too: every due track once
     expected = forced["analyzers"]["loudness"]["rate_s_per_audio_s"] * 4.0 + forced["decode_s"]
-    assert forced["startup_from"] == "loudness@cpu,spectral@cpu"  # the run's, which held loudness
+    assert forced["startup_from"] == "local:loudness@cpu,spectral@cpu"  # the run's, which held loudness
     assert abs(forced["eta_s"] - (expected + forced["startup_s"])) <= 0.1
     changed = _plan(str(dataset), "-a", "spectral", "--set", "spectral.rolloff_percent=0.9")
     # the record's readable parameters (when it keeps them) name the parameter that changed
@@ -128,7 +128,7 @@ def test_plan_includes_the_start_up_of_the_same_set_of_analyzers(dataset: Path) 
     assert same["startup_from"] is None  # measured for this very set
     other = _plan(str(dataset), "-a", "loudness", "--force", "all", "-j", "1")
     # never measured alone: the run of a larger set bounds it, and the plan says so
-    assert other["startup_s"] == same["startup_s"] and other["startup_from"] == "loudness@cpu,spectral@cpu"
+    assert other["startup_s"] == same["startup_s"] and other["startup_from"] == "local:loudness@cpu,spectral@cpu"
     assert abs(other["eta_s"] - (other["analyzers"]["loudness"]["compute_s"] + other["decode_s"]
                                  + other["startup_s"])) <= 0.15
     text = mirflow("plan", str(dataset), "-a", "loudness", "--force", "all")

@@ -99,7 +99,7 @@ def test_startup_is_the_median_of_the_last_runs_per_set_of_analyzers(tmp_path: P
 
     path = tmp_path / "rates.json"
     key = startup_key({"tonal": "cpu", "loudness": "cpu"})
-    assert key == "loudness@cpu,tonal@cpu" and RateBook(path).startup(key) is None
+    assert key == "local:loudness@cpu,tonal@cpu" and RateBook(path).startup(key) is None
     for seconds in (15.0, 1.9, 2.1):  # a cold first run (numba compiling), then warm ones
         book = RateBook(path)
         book.observe_startup(key, seconds)
@@ -119,7 +119,7 @@ def test_startup_is_the_median_of_the_last_runs_per_set_of_analyzers(tmp_path: P
 
 
 def test_a_set_never_measured_takes_the_start_up_of_the_closest_measured_set(tmp_path: Path) -> None:
-    from mirflow.run.rates import startup_key
+    from mirflow.run.rates import startup_analyzers, startup_key
 
     path = tmp_path / "rates.json"
     book = RateBook(path)
@@ -130,17 +130,26 @@ def test_a_set_never_measured_takes_the_start_up_of_the_closest_measured_set(tmp
     book.save()
     book = RateBook(path)
     cpu = lambda *names: dict.fromkeys(names, "cpu")  # noqa: E731
-    assert book.startup_estimate(cpu("loudness")) == (0.8, "loudness@cpu")  # measured: itself
+    assert book.startup_estimate(cpu("loudness")) == (0.8, "local:loudness@cpu")  # measured: itself
     # the smallest measured set holding it: an upper bound
-    assert book.startup_estimate(cpu("rhythm")) == (1.6, "loudness@cpu,rhythm@cpu,spectral@cpu")
+    assert book.startup_estimate(cpu("rhythm")) == (1.6, "local:loudness@cpu,rhythm@cpu,spectral@cpu")
     # held by none: the largest measured set it holds (ties: the larger start-up)
     assert book.startup_estimate(cpu("loudness", "spectral", "tonal", "rhythm", "stems")) == \
-        (1.9, "loudness@cpu,rhythm@cpu,spectral@cpu,tonal@cpu")
+        (1.9, "local:loudness@cpu,rhythm@cpu,spectral@cpu,tonal@cpu")
     assert book.startup_estimate(cpu("tonal", "spectral")) == \
-        (1.9, "loudness@cpu,rhythm@cpu,spectral@cpu,tonal@cpu")
+        (1.9, "local:loudness@cpu,rhythm@cpu,spectral@cpu,tonal@cpu")
     # another device is another analyzer: separation on a GPU starts differently
     assert book.startup_estimate({"separation": "cuda"}) == (None, None)
     assert book.startup_estimate({}) == (None, None)
+    # another executor is another start-up: a warm in-process (serial) run starts in no time
+    assert book.startup_estimate(cpu("loudness"), "serial") == (None, None)
+    book.observe_startup(startup_key(cpu("loudness", "tonal"), "serial"), 0.05)
+    book.save()
+    book = RateBook(path)
+    assert book.startup_estimate(cpu("loudness"), "serial") == (0.05, "serial:loudness@cpu,tonal@cpu")
+    assert book.startup_estimate(cpu("loudness", "tonal")) == \
+        (1.9, "local:loudness@cpu,rhythm@cpu,spectral@cpu,tonal@cpu")  # not the serial one
+    assert startup_analyzers("local:loudness@cpu,tonal@cpu") == ["loudness", "tonal"]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..run.rates import startup_analyzers
+
 REASONS_SHOWN = 4  # per analyzer; --json lists every pair
 
 
@@ -80,7 +82,7 @@ def print_plan(out: Console, report: Any) -> None:
         if report.startup_s is None:
             startup = "start-up not included: no run on this machine measured it yet"
         elif report.startup_from:
-            names = ", ".join(item.partition("@")[0] for item in report.startup_from.split(","))
+            names = ", ".join(startup_analyzers(report.startup_from))
             startup = (f"start-up {clock(report.startup_s)} included, as measured for runs of "
                        f"{names}")
         else:

@@ -150,8 +150,9 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
             else:
                 gpu_s += p.compute_s
     due_names = {n: p.device for n, p in plans.items() if p.due}
-    startup, startup_from = rates.startup_estimate(due_names)
+    startup, startup_from = rates.startup_estimate(due_names, options.executor)
     eta = None if missing else max(cpu_s / workers, gpu_s) + (startup or 0.0)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
                       missing, unknown, pairs, decode_s, shared_s, startup,
-                      None if startup_from in (None, startup_key(due_names)) else startup_from)
+                      None if startup_from in (None, startup_key(due_names, options.executor))
+                      else startup_from)

@@ -50,9 +50,18 @@ DECAY = 0.5
 STARTUP_KEEP = 5
 
 
-def startup_key(labels: dict[str, str]) -> str:
-    """The key of a run's start-up: its due analyzers with their devices (``{name: device}``)."""
-    return ",".join(f"{name}@{device}" for name, device in sorted(labels.items()))
+def startup_key(labels: dict[str, str], executor: str = "local") -> str:
+    """The key of a run's start-up: its executor, then its due analyzers with their devices
+    (``{name: device}``): ``"local:loudness@cpu,tonal@cpu"``. The executor is part of it since a
+    run in this process (``serial``: analyzers already imported and set up by an earlier run of a
+    notebook or script) starts in a fraction of the time that new worker processes need."""
+    return f"{executor}:" + ",".join(f"{name}@{device}" for name, device in sorted(labels.items()))
+
+
+def startup_analyzers(key: str) -> list[str]:
+    """The analyzer names of a :func:`startup_key`, in its order."""
+    items = key.partition(":")[2]
+    return [item.partition("@")[0] for item in items.split(",")] if items else []
 
 
 def cache_dir() -> Path:
@@ -164,18 +173,22 @@ class RateBook:
         values = self._startups.get(key)
         return statistics.median(values) if values else None
 
-    def startup_estimate(self, labels: dict[str, str]) -> tuple[float | None, str | None]:
-        """``(seconds, from_key)``: the start-up of a run of ``labels`` (``{name: device}``).
-        Measured for exactly this set, ``from_key`` is its key; else taken from the closest set
-        that was measured: the smallest one holding every analyzer of ``labels`` (an upper bound:
-        more imports, more models), else the largest one held by ``labels`` (a lower bound), ties
-        to the larger start-up. ``(None, None)`` when no run on this machine measured any of them."""
-        key = startup_key(labels)
+    def startup_estimate(self, labels: dict[str, str], executor: str = "local"
+                         ) -> tuple[float | None, str | None]:
+        """``(seconds, from_key)``: the start-up of a run of ``labels`` (``{name: device}``) with
+        ``executor``. Measured for exactly this set, ``from_key`` is its key; else taken from the
+        closest set measured with the same executor: the smallest one holding every analyzer of
+        ``labels`` (an upper bound: more imports, more models), else the largest one held by
+        ``labels`` (a lower bound), ties to the larger start-up. ``(None, None)`` when no run on
+        this machine measured any of them."""
+        key = startup_key(labels, executor)
         exact = self.startup(key)
         if exact is not None or not labels:
             return exact, key if exact is not None else None
-        wanted = frozenset(key.split(","))
-        measured = {k: frozenset(k.split(",")) for k, v in self._startups.items() if v}
+        prefix, _, items = key.partition(":")
+        wanted = frozenset(items.split(","))
+        measured = {k: frozenset(k.partition(":")[2].split(",")) for k, v in self._startups.items()
+                    if v and k.partition(":")[0] == prefix}
         supersets = [(len(m), -self.startup(k), k) for k, m in measured.items() if m > wanted]
         subsets = [(-len(m), -self.startup(k), k) for k, m in measured.items() if m < wanted]
         for candidates in (supersets, subsets):

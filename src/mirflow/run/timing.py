@@ -200,9 +200,10 @@ class Timing:
 
     def __init__(self, analyzers: dict[str, Analyzer], *, unavailable: dict[str, str],
                  device: str = "auto", workers: int = 1, rates: RateBook | None = None,
-                 started: float | None = None) -> None:
+                 started: float | None = None, executor: str = "local") -> None:
         self.analyzers = {n: a for n, a in analyzers.items() if n not in unavailable}
         self.device = device
+        self.executor = executor
         self.workers = max(1, workers)
         self.rates = rates
         self.durations = Durations()
@@ -278,7 +279,7 @@ class Timing:
 
     def _startup_key(self) -> str:
         labels = self.labels or {}
-        return startup_key({n: labels.get(n, "cpu") for n in self.due_names})
+        return startup_key({n: labels.get(n, "cpu") for n in self.due_names}, self.executor)
 
     def _start_monitor(self) -> None:
         accel = {lab for lab in (self.labels or {}).values() if lab != "cpu"}
