@@ -6,7 +6,9 @@ Two pools, the same stage split as the local executor's GPU lane:
   (one model copy per GPU, loaded once per actor, batching across the tracks of a chunk). They are
   used when the run holds a GPU analyzer, ``--device`` is not ``cpu`` and the *cluster* has GPUs
   (the driver's own machine may have none). Ray gives each such actor one GPU and makes it the
-  actor's ``cuda:0``; the actor resolves ``auto``/``cuda``/``cuda:N`` to that GPU itself.
+  actor's ``cuda:0``; the actor resolves ``auto``/``cuda``/``cuda:N`` to that GPU itself. Which
+  GPU analyzers can use a GPU at all (classifiers need an ONNX Runtime GPU provider) is asked of
+  the GPU nodes before the pools start (:func:`accelerated_here`); the others run in the CPU actors.
 * **CPU actors**, as many as the cluster has free CPUs (at most ``--workers``; ``num_cpus=1``
   each, every BLAS/OpenMP/numba/torch pool pinned to one thread) run every other analyzer, and the
   GPU analyzers too when there is no GPU actor. A track with GPU work goes to a GPU actor first,
