@@ -264,3 +264,22 @@ def test_startup_is_the_first_result_less_its_compute(dataset: Path, tmp_path: P
     assert report["startup_s"] == pytest.approx(2.0 - 1.0, abs=0.05)
     assert RateBook(tmp_path / "rates.json").startup(startup_key({"cpu_a": "cpu"})) == \
         pytest.approx(1.0, abs=0.05)
+
+
+def test_the_progress_estimate_borrows_the_start_up_of_the_closest_set(dataset: Path,
+                                                                       tmp_path: Path) -> None:
+    """The progress bar counts down the same start-up as the plan: for a set never run, the
+    closest measured one's (here a larger set), within the run's executor."""
+    from mirflow.run.rates import startup_key
+
+    write_track(dataset, "t", sine(seconds=2.0))
+    track = discover(dataset)[0]
+    book = RateBook(tmp_path / "rates.json")
+    book.observe_startup(startup_key({"cpu_a": "cpu", "other": "cpu"}), 1.7)
+    book.observe_startup(startup_key({"cpu_a": "cpu"}, "serial"), 0.05)
+    book.save()
+    for executor, expected in (("local", 1.7), ("serial", 0.05), ("ray", None)):
+        timing = Timing({"cpu_a": Cpu()}, unavailable={}, device="cpu", workers=1,
+                        rates=RateBook(tmp_path / "rates.json"), executor=executor)
+        timing.due_names = {"cpu_a"}
+        assert timing._build_estimate(dataset, [(track, ("cpu_a",))])["startup_s"] == expected

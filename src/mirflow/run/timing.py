@@ -275,11 +275,14 @@ class Timing:
         durations = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
         return {"weights": weights, "durations": durations, "audio_s": total_audio, "eta_s": eta,
                 "by": "rates" if known else "audio duration",
-                "startup_s": self.rates.startup(self._startup_key())}
+                "startup_s": self.rates.startup_estimate(self._due_labels(), self.executor)[0]}
+
+    def _due_labels(self) -> dict[str, str]:
+        labels = self.labels or {}
+        return {n: labels.get(n, "cpu") for n in self.due_names}
 
     def _startup_key(self) -> str:
-        labels = self.labels or {}
-        return startup_key({n: labels.get(n, "cpu") for n in self.due_names}, self.executor)
+        return startup_key(self._due_labels(), self.executor)
 
     def _start_monitor(self) -> None:
         accel = {lab for lab in (self.labels or {}).values() if lab != "cpu"}
