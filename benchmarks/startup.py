@@ -92,9 +92,9 @@ def mirflow_command() -> list[str]:
 
 
 def run_once(dataset: Path, analyzers: str, workers: int, src: Path | None = None) -> dict:
-    cmd = [*mirflow_command(), "run", str(dataset), "--force", "all", "--json", "-j", str(workers)]
-    if analyzers != "default":
-        cmd[-6:-6] = ["-a", analyzers]
+    chosen = [] if analyzers == "default" else ["-a", analyzers]
+    cmd = [*mirflow_command(), "run", str(dataset), *chosen, "--force", "all", "--json",
+           "-j", str(workers)]
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src / "src"), env.get("PYTHONPATH")]))

@@ -130,7 +130,7 @@ def test_a_set_never_measured_takes_the_start_up_of_the_closest_measured_set(tmp
     book.save()
     book = RateBook(path)
     cpu = lambda *names: dict.fromkeys(names, "cpu")  # noqa: E731
-    assert book.startup_estimate(cpu("loudness")) == (0.8, "local:loudness@cpu")  # measured: itself
+    assert book.startup_estimate(cpu("loudness")) == (0.8, None)  # measured for itself
     # the smallest measured set holding it: an upper bound
     assert book.startup_estimate(cpu("rhythm")) == (1.6, "local:loudness@cpu,rhythm@cpu,spectral@cpu")
     # held by none: the largest measured set it holds (ties: the larger start-up)

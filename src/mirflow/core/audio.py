@@ -329,6 +329,12 @@ class TrackContext:
             self._memo[key] = compute()
         return self._memo[key]
 
+    @property
+    def apart_seconds(self) -> float:
+        """Seconds spent so far decoding and on shared steps: work done for every analyzer,
+        which each analyzer's compute time leaves out."""
+        return self.decode_seconds + sum(self.shared_seconds.values())
+
     def shared(self, step: str, key: Hashable, compute: Callable[[], T]) -> T:
         """:meth:`memo` for a shared step (see :attr:`shared_seconds`): the reader's use of
         ``step`` is noted, and its computation timed, decoding and nested shared steps excluded."""
@@ -338,14 +344,12 @@ class TrackContext:
             return self._memo[key]
 
         def timed() -> T:
-            start, decoded = time.perf_counter(), self.decode_seconds
-            nested = sum(self.shared_seconds.values())
+            start, apart = time.perf_counter(), self.apart_seconds
             try:
                 return compute()
             finally:
-                elapsed = time.perf_counter() - start
-                inner = (self.decode_seconds - decoded) + (sum(self.shared_seconds.values()) - nested)
-                self.shared_seconds[step] += max(0.0, elapsed - inner)
+                inner = self.apart_seconds - apart  # decoding, nested steps: counted by themselves
+                self.shared_seconds[step] += max(0.0, time.perf_counter() - start - inner)
 
         return self.memo(key, timed)
 

@@ -217,8 +217,9 @@ def librosa() -> ModuleType:
     once per process so that every numba ufunc they declare is a :class:`LazyKernel` (built on
     first use) and the one declared ``cache=False`` is cached on disk (module docstring), and
     with the annotations of :data:`LIBROSA_STATS_ANNOTATIONS` postponed, so that a deferred
-    ``scipy.stats`` stays unloaded. Modules imported earlier by other code are left as they are. Call it inside :func:`warm_up` when several
-    processes may import librosa at once (the cache files are written then)."""
+    ``scipy.stats`` stays unloaded. Modules imported earlier by other code are left as they are.
+    Call it inside :func:`warm_up` when several processes may import librosa at once (the cache
+    files are written then)."""
     if all(name in sys.modules for name in LIBROSA_MODULES):
         return sys.modules["librosa"]
     import numba

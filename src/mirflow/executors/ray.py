@@ -57,7 +57,7 @@ from typing import Any
 
 from ..core.errors import ConfigError, HandOffLost
 from ..core.sidecar import AnalyzerResult
-from ..run.worker import HANDOFF, AnalyzerSpec, Decoded, HandedTrack, WorkUnit, Worker
+from ..run.worker import HANDOFF, AnalyzerSpec, Decoded, HandedTrack, WorkUnit, Worker, describe
 from .lanes import accelerated_names, accelerated_specs, ok_names, then_cpu
 from .process import THREAD_ENV_VARS
 from .supervisor import Event, Supervisor
@@ -193,12 +193,6 @@ def accelerated_here(specs: list[AnalyzerSpec], device: str) -> tuple[str, list[
 
     import_analyzers()
     return node_label(), sorted(accelerated_names(specs, device))
-
-
-def _first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (Ray's task errors carry whole remote tracebacks)."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def read_check(path: str) -> tuple[str, str | None]:
@@ -451,7 +445,8 @@ class RayExecutor:
             answers = ray.get(refs, timeout=GPU_CHECK_S)
         except Exception as exc:  # noqa: BLE001 - a timeout, a node lost, a failed import there
             log.warning("the Ray GPU nodes did not say which analyzers can use their GPUs (%s); "
-                        "judged from this machine's installation", _first_line(exc))
+                        "judged from this machine's installation",
+                        describe(exc).splitlines()[0])  # Ray's errors carry whole tracebacks
             return accelerated_names(specs, "cuda:0")
         names = set.intersection(*(set(a) for _, a in answers)) if answers else set()
         for node, accelerated in answers:

@@ -10,8 +10,9 @@ its STFT) that its due analyzers read, each once (rates of their own, see
 :mod:`mirflow.run.timing`). CPU analyzers share the worker processes (their sum is divided by the number of
 workers); GPU analyzers on an accelerator run in their own lane at the same time, so the ETA is the
 longer of the two, plus the start-up (workers starting, models loading: from the run's start to its
-first result, less that track's compute) that the last runs with the same set of due analyzers
-measured, when one did; else start-up is left out and the plan says so. Without a rate for some
+first result, less that track's compute) that the last runs with the same executor and set of due
+analyzers measured, or else the closest measured set's (:meth:`RateBook.startup_estimate`); with
+none measured, start-up is left out and the plan says so. Without a rate for some
 due analyzer the ETA is unknown (``None``) and the plan says which rates are missing.
 """
 
@@ -27,7 +28,7 @@ from ..core.config import RunOptions
 from ..core.dataset import discover
 from .coordinator import build_analyzers
 from .plan import BLOCKED, DUE, decide, read_for_plan
-from .rates import DECODE, RateBook, startup_key
+from .rates import DECODE, RateBook
 from .timing import Durations, device_labels
 
 
@@ -153,6 +154,4 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
     startup, startup_from = rates.startup_estimate(due_names, options.executor)
     eta = None if missing else max(cpu_s / workers, gpu_s) + (startup or 0.0)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
-                      missing, unknown, pairs, decode_s, shared_s, startup,
-                      None if startup_from in (None, startup_key(due_names, options.executor))
-                      else startup_from)
+                      missing, unknown, pairs, decode_s, shared_s, startup, startup_from)

@@ -37,17 +37,17 @@ FILE_NAME = "rates.json"
 FORMAT = 3
 #: The name decoding the mix is rated under (device ``cpu``, no parameters).
 DECODE = "decode"
+#: Weight of the stored history when a new run's measurement is added.
+DECAY = 0.5
+#: Start-ups kept per set of analyzers; their median is the estimate, so one cold run (numba
+#: compiling on a new installation, a model read from a cold disk) does not skew it.
+STARTUP_KEEP = 5
 
 
 def shared_name(step: str) -> str:
     """The name a shared step (``"stft@22050/2048/512"``) is rated under (device ``cpu``, no
     parameters): ``"shared:" + step``."""
     return f"shared:{step}"
-#: Weight of the stored history when a new run's measurement is added.
-DECAY = 0.5
-#: Start-ups kept per set of analyzers; their median is the estimate, so one cold run (numba
-#: compiling on a new installation, a model read from a cold disk) does not skew it.
-STARTUP_KEEP = 5
 
 
 def startup_key(labels: dict[str, str], executor: str = "local") -> str:
@@ -58,10 +58,15 @@ def startup_key(labels: dict[str, str], executor: str = "local") -> str:
     return f"{executor}:" + ",".join(f"{name}@{device}" for name, device in sorted(labels.items()))
 
 
+def _startup_parts(key: str) -> tuple[str, list[str]]:
+    """A :func:`startup_key` split: ``(executor, ["name@device", ...])``."""
+    executor, _, items = key.partition(":")
+    return executor, items.split(",") if items else []
+
+
 def startup_analyzers(key: str) -> list[str]:
     """The analyzer names of a :func:`startup_key`, in its order."""
-    items = key.partition(":")[2]
-    return [item.partition("@")[0] for item in items.split(",")] if items else []
+    return [item.partition("@")[0] for item in _startup_parts(key)[1]]
 
 
 def cache_dir() -> Path:
@@ -176,25 +181,29 @@ class RateBook:
     def startup_estimate(self, labels: dict[str, str], executor: str = "local"
                          ) -> tuple[float | None, str | None]:
         """``(seconds, from_key)``: the start-up of a run of ``labels`` (``{name: device}``) with
-        ``executor``. Measured for exactly this set, ``from_key`` is its key; else taken from the
-        closest set measured with the same executor: the smallest one holding every analyzer of
-        ``labels`` (an upper bound: more imports, more models), else the largest one held by
-        ``labels`` (a lower bound), ties to the larger start-up. ``(None, None)`` when no run on
-        this machine measured any of them."""
+        ``executor``. Measured for exactly this set, ``from_key`` is ``None``; else the start-up
+        is taken from the closest set measured with the same executor, whose key ``from_key`` is:
+        the smallest one holding every analyzer of ``labels`` (an upper bound: more imports, more
+        models), else the largest one held by ``labels`` (a lower bound), ties to the larger
+        start-up. ``(None, None)`` when no run on this machine measured any of them."""
         key = startup_key(labels, executor)
-        exact = self.startup(key)
-        if exact is not None or not labels:
-            return exact, key if exact is not None else None
-        prefix, _, items = key.partition(":")
-        wanted = frozenset(items.split(","))
-        measured = {k: frozenset(k.partition(":")[2].split(",")) for k, v in self._startups.items()
-                    if v and k.partition(":")[0] == prefix}
-        supersets = [(len(m), -self.startup(k), k) for k, m in measured.items() if m > wanted]
-        subsets = [(-len(m), -self.startup(k), k) for k, m in measured.items() if m < wanted]
+        if self._startups.get(key) or not labels:
+            return self.startup(key), None
+        wanted = frozenset(_startup_parts(key)[1])
+        supersets, subsets = [], []
+        for other, values in self._startups.items():
+            other_executor, items = _startup_parts(other)
+            if not values or other_executor != executor:
+                continue
+            measured, median = frozenset(items), statistics.median(values)
+            if measured > wanted:
+                supersets.append((len(measured), -median, other))
+            elif measured < wanted:
+                subsets.append((-len(measured), -median, other))
         for candidates in (supersets, subsets):
             if candidates:
-                nearest = min(candidates)[2]
-                return self.startup(nearest), nearest
+                _, median, nearest = min(candidates)
+                return -median, nearest
         return None, None
 
     def observe_startup(self, key: str, seconds: float) -> None:

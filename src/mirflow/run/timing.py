@@ -281,9 +281,6 @@ class Timing:
         labels = self.labels or {}
         return {n: labels.get(n, "cpu") for n in self.due_names}
 
-    def _startup_key(self) -> str:
-        return startup_key(self._due_labels(), self.executor)
-
     def _start_monitor(self) -> None:
         accel = {lab for lab in (self.labels or {}).values() if lab != "cpu"}
         if not accel:
@@ -333,11 +330,12 @@ class Timing:
             acc = self._acc.get(name)
             if acc is None:
                 continue
-            apart = {"": res.decode_seconds, **res.shared_seconds}  # "": decoding
-            for step, seconds in apart.items():
+            apart = [(self._decode, res.decode_seconds),
+                     *((self._shared.setdefault(step, _Acc()), seconds)
+                       for step, seconds in res.shared_seconds.items() if seconds > 0)]
+            for step_acc, seconds in apart:
                 if seconds > 0:
                     acc.apart_s += seconds
-                    step_acc = self._decode if not step else self._shared.setdefault(step, _Acc())
                     step_acc.tracks += 1
                     step_acc.compute_s += seconds
                     step_acc.audio_s += duration or 0.0
@@ -363,7 +361,7 @@ class Timing:
         startup = (None if self.first_result_s is None
                    else max(0.0, self.first_result_s - self.first_compute_s))
         if startup is not None and self.rates is not None and self.due_names:
-            self.rates.observe_startup(self._startup_key(), startup)
+            self.rates.observe_startup(startup_key(self._due_labels(), self.executor), startup)
         report: dict[str, Any] = {
             "wall_s": round(wall_s, 3),
             "first_result_s": None if self.first_result_s is None else round(self.first_result_s, 3),
