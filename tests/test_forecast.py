@@ -135,3 +135,26 @@ def test_plan_includes_the_start_up_of_the_same_set_of_analyzers(dataset: Path) 
     assert "as measured for runs of loudness, spectral" in " ".join(text.stdout.split())
     disjoint = _plan(str(dataset), "-a", "tonal", "--force", "all")
     assert disjoint["startup_s"] is None and disjoint["startup_from"] is None
+
+
+def test_the_coordinator_is_timed_and_its_rate_bounds_the_plan(dataset: Path,
+                                                               _isolated_cache: Path) -> None:
+    from mirflow.run.rates import RateBook
+
+    for i in range(3):
+        write_track(dataset, f"t{i}", sine(200.0 + 50 * i, 0.5))
+    code, summary = run_json(str(dataset), "-a", "loudness", "-j", "1")
+    coordinator = summary["timing"]["coordinator"]
+    assert code == 0 and coordinator["tracks"] == 3
+    assert 0 < coordinator["busy_s"] < summary["timing"]["wall_s"]
+    assert abs(coordinator["ms_per_track"] - 1000 * coordinator["busy_s"] / 3) < 0.2
+    # a coordinator that took a minute a track (a slow network file system, say) bounds the plan
+    book = RateBook(_isolated_cache / "mirflow" / "rates.json")
+    book.observe_coordinator("local", 60.0 * 8, 8)
+    book.save()
+    planned = _plan(str(dataset), "-a", "loudness", "--force", "all", "-j", "1")
+    per_track = RateBook(_isolated_cache / "mirflow" / "rates.json").coordinator_per_track("local")
+    assert planned["coordinator_s"] == round(per_track * 3, 1) and per_track > 15
+    assert abs(planned["eta_s"] - (planned["coordinator_s"] + planned["startup_s"])) <= 0.1
+    text = mirflow("plan", str(dataset), "-a", "loudness", "--force", "all", "-j", "1")
+    assert "the coordinator's leases and sidecar writes take" in " ".join(text.stdout.split())

@@ -162,3 +162,35 @@ def test_fixtures_of_every_scope_keep_rates_out_of_the_real_cache(
     """A module-scoped fixture that runs mirflow must not write the developer's real rates file."""
     assert cache_home_of_a_module_fixture is not None
     assert Path(cache_home_of_a_module_fixture).is_relative_to(tmp_path_factory.getbasetemp())
+
+
+def test_run_seconds_the_slowest_stage_bounds_a_run() -> None:
+    from mirflow.run.rates import run_seconds
+
+    # serial: one thread does everything, one part after the other
+    assert run_seconds(6.0, 2.0, 1.0, workers=4, cores=4, executor="serial") == 9.0
+    # local: the CPU work spread over the workers...
+    assert run_seconds(8.0, 1.0, 0.5, workers=4, cores=8) == 2.0
+    # ... or the GPU lane, or the coordinator when tracks are many and light ...
+    assert run_seconds(8.0, 3.0, 0.5, workers=4, cores=8) == 3.0
+    assert run_seconds(0.4, 0.0, 5.0, workers=2, cores=2) == 5.0
+    # ... or the cores the workers and the coordinator share (more workers than cores)
+    assert run_seconds(8.0, 0.0, 2.0, workers=8, cores=2) == 5.0
+    # a cluster's workers do not share this machine's cores with the coordinator
+    assert run_seconds(8.0, 0.0, 2.0, workers=8, cores=2, executor="ray") == 2.0
+
+
+def test_the_coordinator_is_rated_per_track_and_per_executor(tmp_path: Path) -> None:
+    path = tmp_path / "rates.json"
+    book = RateBook(path)
+    assert book.coordinator_per_track("local") is None
+    book.observe_coordinator("local", 6.0, 2000)
+    book.observe_coordinator("local", 1.0, 0)  # no track: nothing to rate
+    book.save()
+    again = RateBook(path)
+    assert again.coordinator_per_track("local") == pytest.approx(0.003)
+    assert again.coordinator_per_track("ray") is None
+    again.observe_coordinator("local", 1.0, 1000)
+    again.save()
+    blended = RateBook(path).coordinator_per_track("local")
+    assert blended == pytest.approx((0.5 * 6.0 + 1.0) / (0.5 * 2000 + 1000))

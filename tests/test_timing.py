@@ -283,3 +283,37 @@ def test_the_progress_estimate_borrows_the_start_up_of_the_closest_set(dataset: 
                         rates=RateBook(tmp_path / "rates.json"), executor=executor)
         timing.due_names = {"cpu_a"}
         assert timing._build_estimate(dataset, [(track, ("cpu_a",))])["startup_s"] == expected
+
+
+def test_coordinator_row_and_its_per_track_rate(dataset: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for i in range(4):
+        write_track(dataset, f"t{i}", sine(seconds=1.0))
+    tracks = discover(dataset)
+    ans = {"cpu_a": Cpu()}
+    path = tmp_path / "rates.json"
+    timing = Timing(ans, unavailable={}, device="cpu", workers=2, rates=RateBook(path))
+    for track in tracks:
+        timing.track_done(track, {"cpu_a": _result(0.001)})
+    timing.coordinator_busy(0.8, 1.0)  # a run of many light tracks: the coordinator is the bound
+    report = timing.finish(1.2)
+    assert report["coordinator"] == {"tracks": 4, "busy_s": 0.8, "busy_fraction": 0.667,
+                                     "ms_per_track": 200.0}
+    book = RateBook(path)
+    assert book.coordinator_per_track("local") == pytest.approx(0.2)
+    # the next estimate: 4 tracks x 0.2 s of the coordinator outweigh 4 ms of compute on 2 workers
+    est = Timing(ans, unavailable={}, device="cpu", workers=2, rates=book)._build_estimate(
+        dataset, [(t, ("cpu_a",)) for t in tracks])
+    assert est["by"] == "rates" and est["eta_s"] == pytest.approx(0.8)
+
+    # a run where the coordinator mostly waited on the workers is reported, but not rated: its
+    # per-track figure would carry time-based costs (the progress display) into later estimates
+    heavy_path = tmp_path / "heavy.json"
+    heavy = Timing(ans, unavailable={}, device="cpu", workers=2, rates=RateBook(heavy_path))
+    heavy.track_done(tracks[0], {"cpu_a": _result(30.0)})
+    heavy.coordinator_busy(0.5, 31.0)
+    assert heavy.finish(31.0)["coordinator"]["tracks"] == 1
+    assert RateBook(heavy_path).coordinator_per_track("local") is None

@@ -79,6 +79,9 @@ def print_plan(out: Console, report: Any) -> None:
         parts = [f"{what}: {clock(secs)}" for what, secs in
                  (("decoding", report.decode_s), ("shared steps", report.shared_s)) if secs]
         decoding = f" ({', '.join(parts)} of one worker's time)" if parts else ""
+        if report.coordinator_s and report.coordinator_s >= 1.0:
+            decoding += (f"; the coordinator's leases and sidecar writes take "
+                         f"{clock(report.coordinator_s)}")
         if report.startup_s is None:
             startup = "start-up not included: no run on this machine measured it yet"
         elif report.startup_from:
@@ -115,6 +118,11 @@ def print_timing(out: Console, timing: dict[str, Any]) -> None:
     stages = ", ".join(f"{name} {s['busy_fraction'] * 100:.0f}% of {s['slots']}"
                        for name, s in (timing.get("stages") or {}).items()
                        if s.get("busy_fraction") is not None)
+    coordinator = timing.get("coordinator") or {}
+    if coordinator.get("busy_fraction") is not None and coordinator.get("ms_per_track") is not None:
+        stages += (", " if stages else "") + (
+            f"coordinator {coordinator['busy_fraction'] * 100:.0f}% "
+            f"({coordinator['ms_per_track']:.1f} ms per track)")
     if stages:
         out.print(f"busy: {stages}", highlight=False)
     acc = timing.get("accelerator") or {}

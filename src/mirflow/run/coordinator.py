@@ -187,6 +187,8 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     inflight: dict[Future, list[tuple[WorkUnit, Lease]]] = {}
     submitting: list[tuple[WorkUnit, Lease]] = []
     waiting: list[tuple[WorkUnit, Lease]] = []  # leased, held back until memory frees up
+    own_work = _Stopwatch()  # leasing, planning, merging and writing sidecars (not the compute)
+    loop0, cpu0, main0 = time.perf_counter(), time.process_time(), time.thread_time()
     with _StopFlag(raise_on_second=options.executor == "serial") as stop:
         try:
             announced = False
@@ -201,10 +203,12 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
                         lease.release()
                     waiting = []
                 while (pending or waiting) and not stop.count and len(inflight) < executor.capacity:
-                    submitting = waiting or _lease_chunk(pending, chunk, analyzers, unavailable,
-                                                         options, summary, emit, held)
-                    waiting = []
-                    submitting = _over_budget(submitting, budget, fixed, analyzers, summary, emit, timing)
+                    with own_work:
+                        submitting = waiting or _lease_chunk(pending, chunk, analyzers, unavailable,
+                                                             options, summary, emit, held)
+                        waiting = []
+                        submitting = _over_budget(submitting, budget, fixed, analyzers, summary,
+                                                  emit, timing)
                     need = sum(u.memory for u, _ in submitting)
                     if submitting and inflight and budget and fixed + need + sum(
                             u.memory for v in inflight.values() for u, _ in v) > budget:
@@ -217,8 +221,9 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
                 if not inflight:
                     continue
                 done, _ = wait(list(inflight), timeout=0.25, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    _finish(fut, inflight.pop(fut), analyzers, summary, emit, timing)
+                with own_work:
+                    for fut in done:
+                        _finish(fut, inflight.pop(fut), analyzers, summary, emit, timing)
         except KeyboardInterrupt:
             stop.count = max(stop.count, 2)
         finally:
@@ -231,8 +236,26 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
                 lease.clean_stale_temporaries()
                 lease.release()
     summary.wall_seconds = time.perf_counter() - started
+    # this process's other threads (receiving results, reading durations) work for the tracks too
+    helpers = max(0.0, (time.process_time() - cpu0) - (time.thread_time() - main0))
+    timing.coordinator_busy(own_work.seconds + helpers, time.perf_counter() - loop0)
     summary.timing = timing.finish(summary.wall_seconds, executor)
     return summary
+
+
+class _Stopwatch:
+    """Adds up the seconds spent inside its ``with`` blocks."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._since = 0.0
+
+    def __enter__(self) -> "_Stopwatch":
+        self._since = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds += time.perf_counter() - self._since
 
 
 def _check_named_available(named: list[str], unavailable: dict[str, str]) -> None:

@@ -7,9 +7,11 @@ The estimate: for each due (track, analyzer) pair, the analyzer's rate (compute 
 second, measured by earlier runs on this machine with the same parameters and device) times the
 track's duration, plus decoding the track's mix and the shared steps (the resampled mono view,
 its STFT) that its due analyzers read, each once (rates of their own, see
-:mod:`mirflow.run.timing`). CPU analyzers share the worker processes (their sum is divided by the number of
-workers); GPU analyzers on an accelerator run in their own lane at the same time, so the ETA is the
-longer of the two, plus the start-up (workers starting, models loading: from the run's start to its
+:mod:`mirflow.run.timing`). CPU analyzers share the worker processes (their sum is divided by the
+number of workers); GPU analyzers on an accelerator run in their own lane at the same time; the
+coordinator's own work per track (leases, sidecar reads and durable writes: a few milliseconds,
+which bound a run of many short tracks) goes on beside both. The ETA is the longest of these
+(:func:`~mirflow.run.rates.run_seconds`), plus the start-up (workers starting, models loading: from the run's start to its
 first result, less that track's compute) that the last runs with the same executor and set of due
 analyzers measured, or else the closest measured set's (:meth:`RateBook.startup_estimate`); with
 none measured, start-up is left out and the plan says so. Without a rate for some
@@ -28,7 +30,7 @@ from ..core.config import RunOptions
 from ..core.dataset import discover
 from .coordinator import build_analyzers
 from .plan import BLOCKED, DUE, decide, read_for_plan
-from .rates import DECODE, RateBook
+from .rates import DECODE, RateBook, run_seconds
 from .timing import Durations, device_labels
 
 
@@ -78,6 +80,9 @@ class PlanReport:
     #: The other set of analyzers (:func:`~mirflow.run.rates.startup_key`) whose measured start-up
     #: ``startup_s`` is (:meth:`RateBook.startup_estimate`); ``None`` when measured for this set.
     startup_from: str | None = None
+    #: Expected seconds of the coordinator's own work (leases, sidecars) for the due tracks, from
+    #: its per-track rate (``None``: not measured yet with this executor; then left out).
+    coordinator_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "tracks": self.tracks, "due_tracks": self.due_tracks,
@@ -87,6 +92,7 @@ class PlanReport:
                 "shared_s": None if self.shared_s is None else round(self.shared_s, 1),
                 "startup_s": None if self.startup_s is None else round(self.startup_s, 1),
                 "startup_from": self.startup_from,
+                "coordinator_s": None if self.coordinator_s is None else round(self.coordinator_s, 1),
                 "missing_rates": self.missing_rates, "unknown_durations": self.unknown_durations,
                 "analyzers": {n: a.as_dict() for n, a in self.analyzers.items()},
                 "unavailable": self.unavailable, "due": self.pairs}
@@ -152,6 +158,11 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
                 gpu_s += p.compute_s
     due_names = {n: p.device for n, p in plans.items() if p.due}
     startup, startup_from = rates.startup_estimate(due_names, options.executor)
-    eta = None if missing else max(cpu_s / workers, gpu_s) + (startup or 0.0)
+    per_track = rates.coordinator_per_track(options.executor)
+    coordinator_s = None if per_track is None else per_track * due_tracks
+    eta = None if missing else run_seconds(
+        cpu_s, gpu_s, coordinator_s or 0.0, workers=workers, cores=os.cpu_count() or 1,
+        executor=options.executor) + (startup or 0.0)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
-                      missing, unknown, pairs, decode_s, shared_s, startup, startup_from)
+                      missing, unknown, pairs, decode_s, shared_s, startup, startup_from,
+                      coordinator_s)

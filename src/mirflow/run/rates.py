@@ -37,6 +37,11 @@ FILE_NAME = "rates.json"
 FORMAT = 3
 #: The name decoding the mix is rated under (device ``cpu``, no parameters).
 DECODE = "decode"
+#: The name the coordinator's own work per track (leasing, planning, merging and durably writing the
+#: sidecar) is rated under, with the executor as its device. Its rate is per *track*, not per second of
+#: audio (:meth:`RateBook.coordinator_per_track`): with short tracks and light analyzers it, not the
+#: workers, bounds a run.
+COORDINATOR = "coordinator"
 #: Weight of the stored history when a new run's measurement is added.
 DECAY = 0.5
 #: Start-ups kept per set of analyzers; their median is the estimate, so one cold run (numba
@@ -67,6 +72,24 @@ def _startup_parts(key: str) -> tuple[str, list[str]]:
 def startup_analyzers(key: str) -> list[str]:
     """The analyzer names of a :func:`startup_key`, in its order."""
     return [item.partition("@")[0] for item in _startup_parts(key)[1]]
+
+
+def run_seconds(cpu_s: float, gpu_s: float, coordinator_s: float, *, workers: int, cores: int,
+                executor: str = "local") -> float:
+    """Expected seconds of a run after its start-up, from its parts: ``cpu_s`` of compute in the
+    CPU workers (decoding and shared steps included), ``gpu_s`` in an accelerator's lane, and
+    ``coordinator_s`` of the coordinator's own work (leases, sidecars).
+
+    ``serial`` does everything in one thread, one after the other. Otherwise the stages run at the
+    same time and the slowest bounds the run: the CPU work spread over ``workers``, the GPU lane,
+    the coordinator (one thread); with ``local`` workers, which share this machine's ``cores`` with
+    the coordinator, also the CPU work and the coordinator's together over ``cores``."""
+    if executor == "serial":
+        return cpu_s + gpu_s + coordinator_s
+    bound = max(cpu_s / max(1, workers), gpu_s, coordinator_s)
+    if executor == "local":
+        bound = max(bound, (cpu_s + coordinator_s) / max(1, cores))
+    return bound
 
 
 def cache_dir() -> Path:
@@ -205,6 +228,18 @@ class RateBook:
                 _, median, nearest = min(candidates)
                 return -median, nearest
         return None, None
+
+    def coordinator_per_track(self, executor: str = "local") -> float | None:
+        """Seconds of the coordinator's own work per track (:data:`COORDINATOR`) that earlier runs
+        with ``executor`` measured on this machine, or ``None`` when none did."""
+        rate = self.get(COORDINATOR, executor, "")
+        return None if rate is None else rate.per_audio_second  # its "audio" counts tracks
+
+    def observe_coordinator(self, executor: str, seconds: float, tracks: int) -> None:
+        """Add a run's coordinator work: ``seconds`` over ``tracks`` tracks (kept until :meth:`save`)."""
+        if seconds >= 0 and tracks > 0:
+            self.observe(COORDINATOR, executor, "", compute_s=seconds, audio_s=float(tracks),
+                         tracks=tracks)
 
     def observe_startup(self, key: str, seconds: float) -> None:
         """Add a run's start-up (kept in memory until :meth:`save`)."""

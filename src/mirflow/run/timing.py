@@ -21,6 +21,10 @@ The coordinator drives one :class:`Timing` per run with a handful of calls (``pl
   are not included), so it is a lower bound.
 * **Per node**: an executor spanning machines (Ray) offers ``node_report()``; the report then has
   ``nodes``: per node address, the tracks computed there and its workers' busy seconds.
+* **Coordinator**: its own work (leasing, planning under the lease, merging and writing sidecars,
+  its helper threads receiving results), as busy seconds, a fraction of wall time and milliseconds
+  per track. With many short tracks it, not the workers, is the bound, so its per-track cost is
+  rated too (:meth:`RateBook.coordinator_per_track`) and estimates count it as a stage of its own.
 * **Accelerator**: the fraction of wall time the GPU was busy, sampled with NVML (``pynvml``, from the
   ``nvidia-ml-py`` package) from the coordinator, whichever process uses the GPU; ``None`` with a
   note ("n/a") without an accelerator or without NVML.
@@ -42,9 +46,13 @@ from typing import Any
 from ..analyzers.base import Analyzer
 from ..core.dataset import Track
 from ..core.sidecar import AnalyzerResult
-from .rates import DECODE, RateBook, shared_name, startup_key
+from .rates import DECODE, RateBook, run_seconds, shared_name, startup_key
 
 log = logging.getLogger(__name__)
+
+#: The coordinator's per-track rate is recorded only from runs where its own work took at least this
+#: share of its dispatch loop (:meth:`Timing.coordinator_busy`).
+COORDINATOR_RATED_SHARE = 0.25
 
 
 # -- durations ------------------------------------------------------------------------------------
@@ -224,6 +232,9 @@ class Timing:
         self._monitor: AcceleratorMonitor | None = None
         self._accel_note = "n/a: no accelerator used"
         self._phase = ""
+        self._tracks_done = 0
+        self._coordinator_s: float | None = None
+        self._coordinator_loop_s = 0.0
 
     # -- plan ----------------------------------------------------------------------------------
     def planned(self, root: Path, due: dict[Track, tuple[str, ...]]) -> None:
@@ -252,7 +263,7 @@ class Timing:
             uses[name] = set(rate.uses) if rate else set()
         decode = self.rates.get(DECODE, "cpu", "")  # unknown: not counted (a small part)
         weights: dict[str, float] = {}
-        total_audio = 0.0
+        total_audio = cpu_s = gpu_s = 0.0
         known = True
         for track, names in items:
             dur = self.durations.get(track) or 0.0
@@ -262,16 +273,23 @@ class Timing:
             if shared is None:
                 known = False
             cost += (shared or 0.0) * dur
+            cpu_s += cost
             for n in names:
                 r = per_audio.get(n)
                 if r is None:
                     known = False
                     r = 0.0
                 cost += r * dur
+                if self.labels[n] == "cpu":
+                    cpu_s += r * dur
+                else:
+                    gpu_s += r * dur
             weights[track.relpath(root)] = cost if known else dur
         if not known:  # without every rate, weigh by audio duration alone
             weights = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
-        eta = sum(weights.values()) / self.workers if known else None
+        coordinator = (self.rates.coordinator_per_track(self.executor) or 0.0) * len(items)
+        eta = run_seconds(cpu_s, gpu_s, coordinator, workers=self.workers, cores=os.cpu_count() or 1,
+                          executor=self.executor) if known else None
         durations = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
         return {"weights": weights, "durations": durations, "audio_s": total_audio, "eta_s": eta,
                 "by": "rates" if known else "audio duration",
@@ -325,6 +343,7 @@ class Timing:
             self.first_compute_s = sum(
                 float(r.seconds or 0.0) + r.decode_seconds + sum(r.shared_seconds.values())
                 for r in results.values() if isinstance(r, AnalyzerResult))
+        self._tracks_done += 1
         duration = self.durations.get(track)
         for name, res in results.items():
             acc = self._acc.get(name)
@@ -350,6 +369,15 @@ class Timing:
         """For executors that measure their stages: add busy seconds of ``stage``."""
         self._stage_busy[stage] = self._stage_busy.get(stage, 0.0) + seconds
         self._stage_slots[stage] = max(self._stage_slots.get(stage, 1), slots)
+
+    def coordinator_busy(self, seconds: float, loop_s: float) -> None:
+        """The coordinator's own work in the run (``seconds``: leasing, planning, merging and
+        writing sidecars, and its process's helper threads receiving results) over its dispatch
+        loop of ``loop_s``; reported as ``coordinator``, and rated per track when it was busy at least
+        :data:`COORDINATOR_RATED_SHARE` of the loop (else its share is too small to matter to an
+        estimate, and its per-track figure would carry time-based costs such as the progress display)."""
+        self._coordinator_s = seconds
+        self._coordinator_loop_s = loop_s
 
     # -- end -----------------------------------------------------------------------------------
     def finish(self, wall_s: float, executor: Any = None) -> dict[str, Any]:
@@ -388,12 +416,23 @@ class Timing:
         report["shared"] = {step: self._step_report(shared_name(step), acc)
                             for step, acc in sorted(self._shared.items())}
         report["stages"] = self._stages(wall_s, labels, executor)
+        if self._coordinator_s is not None:
+            report["coordinator"] = self._coordinator_report(wall_s)
         node_report = getattr(executor, "node_report", None)  # executors spanning machines
         if callable(node_report):
             report["nodes"] = node_report()
         if self.rates is not None:
             self.rates.save()
         return report
+
+    def _coordinator_report(self, wall_s: float) -> dict[str, Any]:
+        busy, tracks = self._coordinator_s or 0.0, self._tracks_done
+        if (self.rates is not None and tracks
+                and busy >= COORDINATOR_RATED_SHARE * self._coordinator_loop_s):
+            self.rates.observe_coordinator(self.executor, busy, tracks)
+        return {"tracks": tracks, "busy_s": round(busy, 3),
+                "busy_fraction": round(min(1.0, busy / wall_s), 3) if wall_s > 0 else None,
+                "ms_per_track": round(1000 * busy / tracks, 3) if tracks else None}
 
     def _step_report(self, rated_as: str, acc: _Acc) -> dict[str, Any]:
         """A decode or shared-step row of the report; its rate is saved as ``rated_as``."""
