@@ -158,3 +158,6 @@ def test_the_coordinator_is_timed_and_its_rate_bounds_the_plan(dataset: Path,
     assert abs(planned["eta_s"] - (planned["coordinator_s"] + planned["startup_s"])) <= 0.1
     text = mirflow("plan", str(dataset), "-a", "loudness", "--force", "all", "-j", "1")
     assert "the coordinator's leases and sidecar writes take" in " ".join(text.stdout.split())
+    serial = _plan(str(dataset), "-a", "loudness", "--force", "all", "--executor", "serial")
+    assert serial["coordinator_s"] is None and serial["workers"] == 1  # measured per executor
+    assert serial["startup_from"] is None and serial["startup_s"] is None  # no serial run yet

@@ -293,22 +293,26 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
 @main.command()
 @_dataset_arg
 @click.option("--analyzers", "-a", help="Comma-separated analyzers (default: all).")
-@click.option("--workers", "-j", type=click.IntRange(min=0), help="Workers the run would use (default: cores).")
+@click.option("--workers", "-j", type=click.IntRange(min=0),
+              help="Workers the run would use (default: cores; with ray, give the cluster's CPUs).")
+@click.option("--executor", type=click.Choice(["serial", "local", "ray"]),
+              help="The executor the run would use (default: local): start-ups and the "
+                   "coordinator's cost are measured per executor.")
 @click.option("--device", help="auto | cpu | cuda | cuda:N | mps (GPU analyzers).")
 @click.option("--force", help="Plan these analyzers as forced (comma-separated, or 'all').")
 @click.option("--retry-failed", is_flag=True, help="Plan tracks that failed before as due.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="ANALYZER.PARAM=VALUE")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every due pair).")
-def plan(dataset: Path, analyzers: str | None, workers: int | None, device: str | None,
-         force: str | None, retry_failed: bool, config: Path | None, sets: tuple[str, ...],
-         as_json: bool) -> None:
+def plan(dataset: Path, analyzers: str | None, workers: int | None, executor: str | None,
+         device: str | None, force: str | None, retry_failed: bool, config: Path | None,
+         sets: tuple[str, ...], as_json: bool) -> None:
     """What `mirflow run` would do on DATASET, why, and an ETA from this machine's measured rates."""
     from ..run.forecast import plan as plan_dataset
     from .estimates import print_plan
 
     options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers), workers=workers,
-                       device=device, force=cfgmod.parse_names(force), retry_failed=retry_failed,
+                       executor=executor, device=device, force=cfgmod.parse_names(force), retry_failed=retry_failed,
                        params=cfgmod.parse_set(sets))
     report = plan_dataset(dataset, options)
     if as_json:
