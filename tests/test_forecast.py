@@ -161,3 +161,23 @@ def test_the_coordinator_is_timed_and_its_rate_bounds_the_plan(dataset: Path,
     serial = _plan(str(dataset), "-a", "loudness", "--force", "all", "--executor", "serial")
     assert serial["coordinator_s"] is None and serial["workers"] == 1  # measured per executor
     assert serial["startup_from"] is None and serial["startup_s"] is None  # no serial run yet
+
+
+def test_limit_samples_the_dataset_and_gives_the_plan_its_rates(dataset: Path) -> None:
+    for i in range(5):
+        write_track(dataset, f"t{i}", sine(200.0 + 50 * i, 0.5))
+    unknown = mirflow("plan", str(dataset), "-a", "loudness")
+    assert "ETA unknown" in unknown.stdout and "--limit 5" in " ".join(unknown.stdout.split())
+    code, summary = run_json(str(dataset), "-a", "loudness", "-j", "1", "--limit", "2")
+    assert code == 0 and summary["tracks_processed"] == 2 and summary["held_back"] == 3
+    assert summary["analyzers"]["loudness"]["done"] == 2
+    done = sorted(p.parent.name for p in dataset.glob("*/*.INFO"))
+    assert done == ["t1", "t3"]  # the middles of two halves of the sorted tracks, not the first two
+    planned = _plan(str(dataset), "-a", "loudness", "-j", "1")
+    assert planned["due_tracks"] == 3 and planned["eta_s"] is not None
+    text = mirflow("run", str(dataset), "-a", "loudness", "-j", "1", "--limit", "2")
+    assert text.returncode == 0 and "--limit: 1 due track(s) left for later runs" in text.stderr
+    code, last = run_json(str(dataset), "-a", "loudness", "-j", "1", "--limit", "2")
+    assert code == 0 and last["tracks_processed"] == 1 and last["held_back"] == 0
+    bad = mirflow("run", str(dataset), "--limit", "0")
+    assert bad.returncode == 2 and "--limit" in bad.stderr

@@ -101,3 +101,14 @@ def test_auto_is_the_cpu_without_pytorch_on_a_linux_machine_with_no_gpu_device_n
     with pytest.raises(ConfigError, match="'cuda' is not available"):  # named devices are looked up
         devices.resolve("cuda")
     assert looked[-1:] == [True]
+
+
+def test_limit_must_be_a_whole_positive_number() -> None:
+    from mirflow.core.config import Config
+    from mirflow.run.options import build_options
+
+    assert build_options(Config(), analyzers=["loudness"], limit=3).limit == 3
+    assert build_options(Config(), analyzers=["loudness"]).limit == 0
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ConfigError, match="limit"):
+            build_options(Config(), analyzers=["loudness"], limit=bad)

@@ -182,10 +182,11 @@ def run(dataset: str | os.PathLike[str], *, analyzers: Iterable[str] | None = No
         force: Iterable[str] | None = None, retry_failed: bool = False,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         config: str | os.PathLike[str] | None = None,
-        progress: Callable[..., None] | None = None) -> "RunSummary":
+        progress: Callable[..., None] | None = None, limit: int | None = None) -> "RunSummary":
     """Analyse every track of ``dataset`` that has something due, as ``mirflow run`` does.
 
     Options default to ``DATASET/mirflow.toml`` (or ``config``), then to mirflow's defaults.
+    ``limit``: at most this many of the due tracks, spread evenly over the dataset (``--limit``).
     ``progress(event, **data)`` is called with ``plan``, ``track`` and ``stopping`` events.
     Returns the :class:`~mirflow.run.coordinator.RunSummary` (counts per analyzer, failures).
     """
@@ -195,7 +196,7 @@ def run(dataset: str | os.PathLike[str], *, analyzers: Iterable[str] | None = No
     options = _options(root, config, analyzers=list(analyzers) if analyzers else None,
                        workers=workers, executor=executor, device=device,
                        force=list(force) if force else None, retry_failed=retry_failed,
-                       params={k: dict(v) for k, v in (params or {}).items()})
+                       params={k: dict(v) for k, v in (params or {}).items()}, limit=limit)
     return run_dataset(root, options, progress=progress)
 
 

@@ -107,6 +107,9 @@ _dataset_arg = click.argument("dataset", type=click.Path(path_type=Path, file_ok
 @click.option("--ray-address", help="Ray cluster address for --executor ray (e.g. auto).")
 @click.option("--track-timeout", type=click.FloatRange(min=0), help="Seconds a track may take before its worker is replaced and the track failed (default: max(600, 10 x its duration)).")
 @click.option("--max-memory", metavar="SIZE", help="Memory budget of the tracks in flight, e.g. 16G (default: 80 percent of RAM); a track that cannot fit is failed.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Analyse at most N of the due tracks, spread evenly over the dataset; the rest "
+                   "stays due (a sample that measures this machine's rates for `mirflow plan`).")
 @click.option("--strict", is_flag=True, help="Exit 1 when an analyzer of the run is unavailable here.")
 @click.option("--sep-model", help="Demucs model name or signature (default htdemucs).")
 @click.option("--sep-repo", type=click.Path(file_okay=False), help="Local Demucs model folder (offline).")
@@ -134,12 +137,12 @@ def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str
     from ..run.coordinator import run as run_dataset
 
     track_timeout, max_memory = param_flags.pop("track_timeout"), param_flags.pop("max_memory")
-    strict = param_flags.pop("strict")
+    strict, limit = param_flags.pop("strict"), param_flags.pop("limit")
     options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
                        workers=workers, executor=executor, device=device,
                        force=cfgmod.parse_names(force), retry_failed=retry_failed, chunk=chunk,
                        ray_address=ray_address, params=_collect_params(param_flags, sets),
-                       track_timeout=track_timeout, max_memory=max_memory)
+                       track_timeout=track_timeout, max_memory=max_memory, limit=limit)
     _keep_or_warn(dataset, config, _collect_params(param_flags, sets), save=save_config)
     with RunProgress(console, enabled=not as_json and console.is_terminal,
                      log_lines=not as_json and not console.is_terminal) as prog:
@@ -251,6 +254,10 @@ def _print_run_summary(summary: Any, *, named: frozenset[str] = frozenset()) -> 
     if summary.tracks_processed == 0 and not locked and not summary.interrupted and summary.tracks:
         # blocked tracks (e.g. no stems) and earlier failures are not work: nothing was due
         console.print("[green]nothing to do: every track is up to date[/]")
+    if summary.held_back:
+        console.print(f"--limit: {summary.held_back} due track(s) left for later runs; "
+                      "`mirflow plan` now estimates them from the rates this run measured",
+                      highlight=False)
     if summary.interrupted:
         console.print("[yellow]interrupted: run the same command again to resume[/]"
                       + (" (without --force, or forced work is redone)" if summary.forced else ""))

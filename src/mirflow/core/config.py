@@ -57,6 +57,8 @@ class RunOptions:
     track_timeout: float = 0.0  # seconds per track; 0 = max(600 s, 10 x duration)
     max_memory: float = 0.0  # bytes for the tracks in flight; 0 = 80 % of the machine's memory
     explicit_analyzers: bool = False  # the user named the analyzers: one that cannot run is an error
+    #: analyse at most this many of the due tracks, spread evenly over the dataset; 0 = all
+    limit: int = 0
 
 
 class RunSection(BaseModel):

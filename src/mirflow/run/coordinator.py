@@ -65,6 +65,8 @@ class RunSummary:
     failures: list[Failure] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    #: Due tracks left for later runs by ``--limit``.
+    held_back: int = 0
     interrupted: bool = False
     forced: bool = False
     #: The timing report (:meth:`mirflow.run.timing.Timing.finish`): per analyzer, stage, accelerator.
@@ -89,6 +91,7 @@ class RunSummary:
             "unavailable": self.unavailable,
             "failures": [f.__dict__ for f in self.failures],
             "quarantined_sidecars": self.quarantined,
+            "held_back": self.held_back,
             "interrupted": self.interrupted,
             "wall_seconds": round(self.wall_seconds, 3),
             "timing": self.timing,
@@ -159,6 +162,11 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
             due_names[track] = tuple(n for n, d in decisions.items() if d.due)
         else:
             _count_terminal(summary, decisions)
+    if options.limit and len(pending) > options.limit:
+        pending, held = sample_evenly(pending, options.limit)
+        summary.held_back = len(held)
+        for track in held:
+            del due_names[track]
     emit("plan", tracks=len(tracks), due=len(pending), unavailable=unavailable)
     if not pending:
         summary.wall_seconds = time.perf_counter() - started
@@ -256,6 +264,16 @@ class _Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds += time.perf_counter() - self._since
+
+
+def sample_evenly(tracks: "deque[Track]", n: int) -> tuple["deque[Track]", list[Track]]:
+    """``(kept, held back)``: ``n`` of ``tracks`` spread evenly over their order (the middle of each
+    of ``n`` equal stretches), so a sample of a dataset sorted by folder covers all its folders, and
+    the rest. Deterministic: a later run with the same limit samples from what is still due."""
+    items = list(tracks)
+    chosen = {int((i + 0.5) * len(items) / n) for i in range(n)}
+    return (deque(t for i, t in enumerate(items) if i in chosen),
+            [t for i, t in enumerate(items) if i not in chosen])
 
 
 def _check_named_available(named: list[str], unavailable: dict[str, str]) -> None:

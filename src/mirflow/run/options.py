@@ -77,7 +77,7 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
                   chunk: int | None = None, ray_address: str | None = None,
                   params: dict[str, dict[str, Any]] | None = None,
                   track_timeout: float | None = None,
-                  max_memory: str | float | None = None,
+                  max_memory: str | float | None = None, limit: int | None = None,
                   resolve_device: bool = True) -> RunOptions:
     """Merge the file configuration with command-line overrides (which win) into run options.
 
@@ -128,4 +128,14 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
                       ray_address=ray_address or run.ray_address,
                       track_timeout=run.track_timeout if track_timeout is None else track_timeout,
                       max_memory=parse_size(memory) if (memory := max_memory or run.max_memory) else 0.0,
-                      explicit_analyzers=bool(analyzers or cfg.run.analyzers))
+                      explicit_analyzers=bool(analyzers or cfg.run.analyzers),
+                      limit=_checked_limit(limit))
+
+
+def _checked_limit(limit: int | None) -> int:
+    """``--limit``: a positive number of tracks, or ``None``/0 for all of them."""
+    if limit is None:
+        return 0
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError(f"limit must be a whole number of tracks >= 1 (0 or none: all), got {limit!r}")
+    return limit
