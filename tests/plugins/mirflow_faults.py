@@ -8,6 +8,8 @@ local executor's GPU lane) do to their own process what broken third-party code 
 - ``...-exit...``: ``os._exit(3)``;
 - ``...-hang...``: sleep forever (a stuck decoder or driver).
 
+``fault_side`` does the same, after half a second, as an analyzer that may run beside others.
+
 Every other track gets a real (tiny) feature: the number of frames. Each call is logged with the
 process id to ``$MIRFLOW_PROBE_LOG`` (as the probe plugin does) so tests can count executions.
 ``params["setup_fault"]`` makes ``setup`` itself crash the same way (``"sigkill"``...).
@@ -83,6 +85,25 @@ class FaultGPU(Fault):
     outputs: ClassVar[tuple[str, ...]] = ("fault_gpu_frames",)
     batchable: ClassVar[bool] = True
     tag: ClassVar[str] = "fault_gpu"
+
+
+@register
+class FaultSide(Fault):
+    """``fault`` that may run beside other analyzers of its track (``concurrent``); it misbehaves
+    after ``SIDE_DELAY`` s, while a neighbour (``probe_side``) is still running."""
+
+    name: ClassVar[str] = "fault_side"
+    outputs: ClassVar[tuple[str, ...]] = ("fault_side_frames",)
+    concurrent: ClassVar[bool] = True
+    tag: ClassVar[str] = "fault_side"
+
+    def analyze(self, ctx) -> dict[str, Any]:
+        time.sleep(SIDE_DELAY)
+        return super().analyze(ctx)
+
+
+#: Seconds ``fault_side`` waits before it misbehaves.
+SIDE_DELAY = 0.5
 
 
 @register

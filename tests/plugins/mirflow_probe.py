@@ -111,3 +111,17 @@ class ProbeThreads(Analyzer):
                 raise AnalysisError(f"probe_threads: {release} never appeared")
             time.sleep(0.05)
         return {"probe_threads_allowance": now[0], "probe_threads_blas": now[1]}
+
+
+@register
+class ProbeSide(Probe):
+    """``probe`` that may run beside other analyzers of its track (``concurrent``); sleeps 2 s."""
+
+    name: ClassVar[str] = "probe_side"
+    outputs: ClassVar[tuple[str, ...]] = ("probe_side_frames", "probe_side_rms")
+    concurrent: ClassVar[bool] = True
+    default_params: ClassVar[dict[str, Any]] = {"sleep": 2.0, "fail_on": ""}
+
+    def analyze(self, ctx) -> dict[str, Any]:
+        out = super().analyze(ctx)
+        return {"probe_side_frames": out["probe_frames"], "probe_side_rms": out["probe_rms"]}

@@ -111,6 +111,13 @@ class Analyzer:
     batchable : bool
         True when ``analyze_batch`` does real cross-track batching (executors then hand it
         several tracks at once).
+    concurrent : bool
+        True when it may run in a thread beside other concurrent analyzers of the same tracks,
+        when a worker has idle cores to use (the tail of a run, a run of one long track): its
+        ``analyze`` keeps no state shared with other analyzers, reads the context only through its
+        methods (which are thread-safe) and only in the calling thread (its decoding and shared
+        steps are timed per thread), and its working set is small next to the track's decoded
+        views. False by default (an analyzer from a plugin runs alone unless it says so).
     model_memory : int
         Bytes its model takes in the process that holds it (0: no model); ``--max-memory``
         counts it once per process that holds a copy (:mod:`mirflow.run.limits`).
@@ -136,6 +143,7 @@ class Analyzer:
     after: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
     batchable: ClassVar[bool] = False
+    concurrent: ClassVar[bool] = False
     model_memory: ClassVar[int] = 0
     Params: ClassVar[type[AnalyzerParams]] = AnalyzerParams
     threads: int = 0

@@ -321,6 +321,7 @@ class ClassifiersAnalyzer(Analyzer):
     """
 
     name = "classifiers"
+    concurrent = True  # thread-safe, small working set: may run beside others
     version = 2
     device = "gpu"
     batchable = True

@@ -394,6 +394,7 @@ class LoudnessAnalyzer(Analyzer):
     """
 
     name = "loudness"
+    concurrent = True  # thread-safe, small working set: may run beside others
     version = 1
     device = "cpu"
     outputs = ("lufs", "lra", "true_peak_dbtp", "peak_dbfs", "rms_dbfs")

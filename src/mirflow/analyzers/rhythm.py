@@ -307,6 +307,7 @@ class RhythmAnalyzer(Analyzer):
     """Global tempo (BPM) with confidence, beat times (s), onset count, rate (/s) and mean strength."""
 
     name = "rhythm"
+    concurrent = True  # thread-safe, small working set: may run beside others
     version = 2
     outputs = ("bpm", "bpm_confidence", "bpm_candidates", "beats", "beat_count", "onset_count",
                "onset_rate", "onset_strength_mean")

@@ -156,6 +156,7 @@ class SpectralAnalyzer(Analyzer):
     mean and standard deviation over the non-silent frames of the shared STFT."""
 
     name = "spectral"
+    concurrent = True  # thread-safe, small working set: may run beside others
     version = 1
     outputs = tuple(f"{f}_{stat}" for f in _FEATURES for stat in ("mean", "std"))
     class Params(AnalyzerParams):

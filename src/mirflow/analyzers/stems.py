@@ -34,6 +34,7 @@ class StemsAnalyzer(Analyzer):
     """Runs ``params["analyzers"]`` (default loudness and spectral) on each stem; keys ``<stem>_<key>``."""
 
     name: ClassVar[str] = "stems"
+    concurrent: ClassVar[bool] = True  # thread-safe, small working set: may run beside others
     version: ClassVar[int] = 1
     after: ClassVar[tuple[str, ...]] = ("separation",)
     outputs: ClassVar[tuple[str, ...]] = ("<stem>_<feature>",)

@@ -151,6 +151,7 @@ class TonalAnalyzer(Analyzer):
     """Mean chroma (C..B, sums to 1), key and scale by key-profile correlation, key strength (0-1)."""
 
     name = "tonal"
+    concurrent = True  # thread-safe, small working set: may run beside others
     version = 2
     outputs = ("chroma_mean", "key", "scale", "key_strength", "key_correlation")
     class Params(AnalyzerParams):

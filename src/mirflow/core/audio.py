@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -232,6 +234,21 @@ def to_stereo(samples: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class _ThreadTally:
+    """What one thread spent on one track outside the analyzer it runs: decoding, each shared step
+    it computed (seconds by step), and waiting for another thread's decode or view."""
+
+    decode: float = 0.0
+    shared: Counter = field(default_factory=Counter)
+    waited: float = 0.0
+    reader: str = ""
+
+    @property
+    def total(self) -> float:
+        return self.decode + sum(self.shared.values()) + self.waited
+
+
+@dataclass
 class TrackContext:
     """Everything known about one audio file while it is being analysed.
 
@@ -239,6 +256,12 @@ class TrackContext:
     same resampled signal or STFT is computed once however many analyzers ask for it.
     ``stats`` counts the expensive computations (``decode``, ``resample``, ``stft``, and every
     ``memo`` key computed) so tests and benchmarks can check the sharing.
+
+    Analyzers of one track may run in several threads at once (a worker with idle cores to use,
+    :class:`mirflow.run.worker.Worker`): the decode and every memoised view are computed by one
+    thread while the others that need them wait, and the seconds each thread spent decoding, on
+    shared steps and waiting for another thread's are tallied per thread (:meth:`apart`), so every
+    analyzer's own compute time leaves them out.
 
     Parameters
     ----------
@@ -274,8 +297,47 @@ class TrackContext:
     shared_seconds: Counter = field(default_factory=Counter)
     #: The shared steps each reader (:attr:`reader`) asked for, computed then or already there.
     shared_uses: dict[str, set[str]] = field(default_factory=dict)
-    #: Who is reading now (a worker sets the analyzer's name), for :attr:`shared_uses`.
-    reader: str = ""
+    _threads: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+    _guard: Any = field(default_factory=threading.Lock, repr=False, compare=False)
+    _key_locks: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def _mine(self) -> "_ThreadTally":
+        """The calling thread's tally (created on first use)."""
+        tally = getattr(self._threads, "tally", None)
+        if tally is None:
+            tally = self._threads.tally = _ThreadTally()
+        return tally
+
+    @property
+    def reader(self) -> str:
+        """Who is reading in this thread now (a worker sets the analyzer's name), for
+        :attr:`shared_uses`."""
+        return self._mine().reader
+
+    @reader.setter
+    def reader(self, name: str) -> None:
+        self._mine().reader = name
+
+    def apart(self) -> "_ThreadTally":
+        """What the calling thread has spent so far decoding, on each shared step and waiting for
+        another thread's decode or view (a copy)."""
+        mine = self._mine()
+        return _ThreadTally(mine.decode, Counter(mine.shared), mine.waited)
+
+    @contextmanager
+    def _hold(self, key: Hashable) -> Iterator[None]:
+        """Hold ``key``'s lock (one per memoised view, one for decoding); time spent waiting for
+        another thread that holds it counts as this thread's ``waited``."""
+        with self._guard:
+            lock = self._key_locks.setdefault(key, threading.RLock())
+        if not lock.acquire(blocking=False):
+            start = time.perf_counter()
+            lock.acquire()
+            self._mine().waited += time.perf_counter() - start
+        try:
+            yield
+        finally:
+            lock.release()
 
     @classmethod
     def from_array(cls, samples: np.ndarray, sr: int, *, path: str | os.PathLike[str] = "<memory>",
@@ -292,23 +354,28 @@ class TrackContext:
     @property
     def audio(self) -> Audio:
         """The decoded file (decoded on first access; raises :class:`DecodeError`)."""
-        if self._audio is None and self._raw_stem is not None:  # a stem kept in memory: no decode
-            from .stems_io import as_written
+        if self._audio is not None:
+            return self._audio
+        with self._hold("_decode"):
+            if self._audio is None and self._raw_stem is not None:  # a stem kept in memory: no decode
+                from .stems_io import as_written
 
-            samples, sr, bits = self._raw_stem
-            self._audio, self._raw_stem = Audio(as_written(samples, bits), sr), None
-        if self._audio is None:
-            if self._decode_error is not None:  # a failed decode is not retried per analyzer
-                raise self._decode_error
-            self.stats["decode"] += 1
-            start = time.perf_counter()
-            try:
-                self._audio = _sanitise(self.loader(self.path), self.warnings)
-            except DecodeError as exc:
-                self._decode_error = exc
-                raise
-            finally:
-                self.decode_seconds += time.perf_counter() - start
+                samples, sr, bits = self._raw_stem
+                self._audio, self._raw_stem = Audio(as_written(samples, bits), sr), None
+            if self._audio is None:
+                if self._decode_error is not None:  # a failed decode is not retried per analyzer
+                    raise self._decode_error
+                self.stats["decode"] += 1
+                start = time.perf_counter()
+                try:
+                    self._audio = _sanitise(self.loader(self.path), self.warnings)
+                except DecodeError as exc:
+                    self._decode_error = exc
+                    raise
+                finally:
+                    took = time.perf_counter() - start
+                    self.decode_seconds += took
+                    self._mine().decode += took
         return self._audio
 
     @property
@@ -324,16 +391,21 @@ class TrackContext:
     # -- memoised views -----------------------------------------------------------------------
     def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
         """Return the value memoised under ``key``, computing it with ``compute()`` the first time."""
-        if key not in self._memo:
-            self.stats[str(key[0]) if isinstance(key, tuple) else str(key)] += 1
-            self._memo[key] = compute()
+        if key in self._memo:
+            return self._memo[key]
+        with self._hold(key):  # another thread computing it: wait for its result
+            if key not in self._memo:
+                with self._guard:
+                    self.stats[str(key[0]) if isinstance(key, tuple) else str(key)] += 1
+                self._memo[key] = compute()
         return self._memo[key]
 
     @property
     def apart_seconds(self) -> float:
-        """Seconds spent so far decoding and on shared steps: work done for every analyzer,
-        which each analyzer's compute time leaves out."""
-        return self.decode_seconds + sum(self.shared_seconds.values())
+        """Seconds the calling thread spent so far decoding, on shared steps and waiting for
+        another thread's: work done for every analyzer, which each analyzer's compute time leaves
+        out."""
+        return self._mine().total
 
     def shared(self, step: str, key: Hashable, compute: Callable[[], T]) -> T:
         """:meth:`memo` for a shared step (see :attr:`shared_seconds`): the reader's use of
@@ -344,12 +416,16 @@ class TrackContext:
             return self._memo[key]
 
         def timed() -> T:
-            start, apart = time.perf_counter(), self.apart_seconds
+            mine = self._mine()
+            start, apart = time.perf_counter(), mine.total
             try:
                 return compute()
             finally:
-                inner = self.apart_seconds - apart  # decoding, nested steps: counted by themselves
-                self.shared_seconds[step] += max(0.0, time.perf_counter() - start - inner)
+                # decoding, nested steps, waiting for another thread: counted by themselves
+                took = max(0.0, time.perf_counter() - start - (mine.total - apart))
+                with self._guard:
+                    self.shared_seconds[step] += took
+                mine.shared[step] += took
 
         return self.memo(key, timed)
 
@@ -395,9 +471,10 @@ class TrackContext:
     def stem(self, name: str, path: Path) -> "TrackContext":
         """The context of stem ``name`` stored at ``path`` (created once, decoded lazily), or the
         one :meth:`keep_stem` put in memory for that path (no decode)."""
-        ctx = self._stems.get(name)
-        if ctx is None or Path(ctx.path) != Path(path):
-            ctx = self._stems[name] = TrackContext(path, name=name, loader=self.loader)
+        with self._guard:
+            ctx = self._stems.get(name)
+            if ctx is None or Path(ctx.path) != Path(path):
+                ctx = self._stems[name] = TrackContext(path, name=name, loader=self.loader)
         return ctx
 
     def keep_stem(self, name: str, path: Path, samples: np.ndarray, sr: int, *,

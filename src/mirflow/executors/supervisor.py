@@ -452,10 +452,16 @@ class Supervisor:
             return
         retry: list[_Job] = []
         alone = len(jobs) == 1
+        # several analyzers ran side by side ("a+b"): which one is at fault is not known yet
+        unnamed = "+" in analyzer
         for job in jobs:
             job.deaths += 1
+            solo = job.unit.solo
+            job.unit = replace(job.unit, solo=True)  # retried one analyzer at a time: a death names it
             if not alone:
                 retry.append(job)  # isolate: one unit per task, alone on its worker, from now on
+            elif unnamed and not solo:
+                retry.append(job)  # once more, one at a time, even after a time-out
             elif timed_out or job.deaths >= MAX_DEATHS:
                 if self._blame(job, analyzer, reason):
                     retry.append(job)

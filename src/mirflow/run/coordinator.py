@@ -178,7 +178,7 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     workers = max(1, min(workers, len(pending)))
     timing = Timing(analyzers, unavailable=unavailable, device=options.device, started=started,
                     workers=1 if options.executor == "serial" else workers,
-                    executor=options.executor)
+                    executor=options.executor, cores=cores if options.executor == "local" else 0)
     timing.planned(root, due_names)  # durations, rates and the ETA, in a background thread
     batchable = any(a.batchable for n, a in analyzers.items() if n not in unavailable)
     # batch across tracks only while every worker still gets several chunks (load balance)

@@ -208,11 +208,15 @@ class Timing:
 
     def __init__(self, analyzers: dict[str, Analyzer], *, unavailable: dict[str, str],
                  device: str = "auto", workers: int = 1, rates: RateBook | None = None,
-                 started: float | None = None, executor: str = "local") -> None:
+                 started: float | None = None, executor: str = "local",
+                 cores: int = 0) -> None:
         self.analyzers = {n: a for n, a in analyzers.items() if n not in unavailable}
         self.device = device
         self.executor = executor
         self.workers = max(1, workers)
+        #: The CPU workers' core budget, when they may use more threads than there are workers
+        #: (the local executor's elastic threads): the ``workers`` stage's slots.
+        self.cores = max(self.workers, cores)
         self.rates = rates
         self.durations = Durations()
         self.started = time.perf_counter() if started is None else started
@@ -452,7 +456,7 @@ class Timing:
                 groups = {stage: (int(s), list(names)) for stage, (s, names) in declared.items()}
             else:
                 gpu = [n for n in self._acc if labels.get(n, "cpu") != "cpu"]
-                groups = {"workers": (self.workers, [n for n in self._acc if n not in gpu])}
+                groups = {"workers": (self.cores, [n for n in self._acc if n not in gpu])}
                 if gpu:
                     groups["gpu"] = (1, gpu)
             for stage, (n_slots, names) in groups.items():

@@ -6,6 +6,14 @@ in the serial executor): each analyzer's ``setup()`` runs once, on first use, ne
 :class:`~mirflow.core.audio.TrackContext`, runs the due analyzers in dependency order (batching across
 the chunk for analyzers that batch) and returns one :class:`~mirflow.core.sidecar.AnalyzerResult` per
 (track, analyzer). Workers never write sidecars: the process holding the track lease does.
+
+When the worker may use more threads than one (its thread allowance, :mod:`mirflow.core.threads`:
+cores that idle workers lend it at the tail of a run, or to the one worker of a one-track run),
+analyzers that declare themselves ``concurrent`` and whose requirements are done run at the same
+time, each in a thread of its own, on the same contexts (which compute every shared view once,
+whoever asks first). Their results and rates are the same as one after another; a unit retried after
+its worker died while several ran (``solo``) runs them one after another, so that a second death
+names the analyzer at fault.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,7 +34,7 @@ from ..core.dataset import Track
 from ..core.errors import Blocked, DecodeError, HandOffLost, MirflowError
 from ..core.shared import Shipped, ship
 from ..core.sidecar import AnalyzerResult
-from ..core.threads import apply_thread_allowance
+from ..core.threads import allowance, apply_thread_allowance, ceiling
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,9 @@ class WorkUnit:
     hand_on: bool = False
     #: Leave files (stems) to the later stage's worker to write (see :class:`Decoded`).
     defer_writes: bool = False
+    #: Run the analyzers one after another even where idle cores would let several run at once
+    #: (set on a retry after a worker died while several ran, so that the next death names one).
+    solo: bool = False
 
 
 #: Key of a unit's results under which a worker returns its :class:`Decoded` track (``hand_on``).
@@ -144,18 +156,27 @@ class Apart:
 
     decode: float = 0.0
     shared: dict[str, float] = field(default_factory=dict)
+    #: Waiting for another thread's decode or shared step (not this analyzer's compute either).
+    waited: float = 0.0
 
     @classmethod
-    def of(cls, ctx: TrackContext) -> "Apart":
-        return cls(ctx.decode_seconds, dict(ctx.shared_seconds))
+    def of(cls, ctx: TrackContext, *, this_thread: bool = False) -> "Apart":
+        """What ``ctx`` has spent so far, in every thread (an analyzer running alone, which may
+        read the context from threads of its own), or in the calling thread only (an analyzer
+        running beside others, in a thread of its own)."""
+        if not this_thread:
+            return cls(ctx.decode_seconds, dict(ctx.shared_seconds))
+        mine = ctx.apart()
+        return cls(mine.decode, dict(mine.shared), mine.waited)
 
     def __sub__(self, before: "Apart") -> "Apart":
         shared = {k: v - before.shared.get(k, 0.0) for k, v in self.shared.items()}
-        return Apart(self.decode - before.decode, {k: v for k, v in shared.items() if v > 0})
+        return Apart(self.decode - before.decode, {k: v for k, v in shared.items() if v > 0},
+                     self.waited - before.waited)
 
     @property
     def total(self) -> float:
-        return self.decode + sum(self.shared.values())
+        return self.decode + sum(self.shared.values()) + self.waited
 
 
 class Worker:
@@ -173,6 +194,9 @@ class Worker:
         self._analyzers: dict[str, Analyzer] = {}
         self._setup_errors: dict[str, BaseException] = {}
         self.setup_count: dict[str, int] = {}
+        self._pool: ThreadPoolExecutor | None = None  # for analyzers running side by side
+        #: The most analyzers that ran at once on a chunk so far (tests, benchmarks).
+        self.most_at_once = 0
 
     def analyzer(self, name: str) -> Analyzer:
         """The worker's instance of ``name``, set up on first use (a setup failure is remembered)."""
@@ -199,6 +223,9 @@ class Worker:
             return None
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         for inst in self._analyzers.values():
             try:
                 inst.teardown()
@@ -235,25 +262,7 @@ class Worker:
             ctx.keep_stems = unit.hand_on or any(registry.get(n).after for n in unit.due)
             if unit.decoded is not None:
                 self._write_handed(unit, ctx, res)
-        for name in self.order:
-            # an analyzer whose outputs an earlier stage left to write is done here by the write
-            todo = [i for i, u in enumerate(units)
-                    if name in u.due and not (u.decoded is not None and name in u.decoded.writes)]
-            if not todo:
-                continue
-            runnable = []
-            for i in todo:
-                missing = self._missing_requirement(name, units[i], results[i])
-                if missing:
-                    results[i][name] = self._result(name, "blocked", note=missing)
-                else:
-                    runnable.append(i)
-            if runnable:
-                self.analyzer_or_none(name)  # set up first: a crash there is the setup's fault
-                apply_thread_allowance()  # the cores idle workers lend this one (local executor)
-                self.on_phase("analyze", name)
-                self._run_one_analyzer(name, [units[i] for i in runnable], [ctxs[i] for i in runnable],
-                                       [results[i] for i in runnable])
+        self._run_analyzers(units, ctxs, results)
         for ctx, res in zip(ctxs, results):
             if ctx.warnings:
                 for r in res.values():
@@ -264,6 +273,96 @@ class Worker:
                 if decoded is not None:
                     res[HANDOFF] = decoded  # type: ignore[assignment] - taken out by the executor
         return results
+
+    # -- scheduling ------------------------------------------------------------------------------
+    @staticmethod
+    def _todo(name: str, units: list[WorkUnit]) -> list[int]:
+        """The units ``name`` is due on (an analyzer whose outputs an earlier stage left to write is
+        done here by the write)."""
+        return [i for i, u in enumerate(units)
+                if name in u.due and not (u.decoded is not None and name in u.decoded.writes)]
+
+    def _runnable(self, name: str, units: list[WorkUnit], results: list[dict[str, AnalyzerResult]]
+                  ) -> list[int]:
+        """The units ``name`` can run on now; the others get a ``blocked`` result (a requirement
+        that did not succeed or has no result)."""
+        runnable = []
+        for i in self._todo(name, units):
+            missing = self._missing_requirement(name, units[i], results[i])
+            if missing:
+                results[i][name] = self._result(name, "blocked", note=missing)
+            else:
+                runnable.append(i)
+        return runnable
+
+    @staticmethod
+    def _ready(name: str, unfinished: set[str]) -> bool:
+        """Whether everything ``name`` runs after (requirements, ``after``) has finished."""
+        cls = registry.get(name)
+        return not (set(cls.requires) | set(cls.after)) & unfinished
+
+    def _run_analyzers(self, units: list[WorkUnit], ctxs: list[TrackContext],
+                       results: list[dict[str, AnalyzerResult]]) -> None:
+        """Run the due analyzers in dependency order; several at once, in threads, while the thread
+        allowance is above one and they are ``concurrent`` (see the module docstring)."""
+        waiting = [n for n in self.order if self._todo(n, units)]
+        solo = any(u.solo for u in units)
+        running: dict[Future, str] = {}
+        try:
+            while waiting or running:
+                while waiting:
+                    unfinished = set(waiting) | set(running.values())
+                    ready = [n for n in waiting if self._ready(n, unfinished - {n})]
+                    if not ready:
+                        break
+                    name = ready[0]
+                    width = 1 if solo else (allowance() or 1)
+                    side_by_side = width > 1 and all(
+                        registry.get(n).concurrent for n in (name, *running.values()))
+                    # set-ups run alone: a crash there is the set-up's fault, named as such
+                    set_up = name in self._analyzers or name in self._setup_errors
+                    if running and (not side_by_side or len(running) >= width or not set_up):
+                        break
+                    waiting.remove(name)
+                    runnable = self._runnable(name, units, results)
+                    if not runnable:
+                        continue
+                    company = running or any(registry.get(n).concurrent for n in ready[1:])
+                    if side_by_side and company and not running:  # set up those about to join
+                        for n in (n for n in ready[1:] if registry.get(n).concurrent):
+                            self.analyzer_or_none(n)
+                    self.analyzer_or_none(name)
+                    args = (name, [units[i] for i in runnable], [ctxs[i] for i in runnable],
+                            [results[i] for i in runnable])
+                    if side_by_side and company:
+                        running[self._threads().submit(self._run_in_thread, *args)] = name
+                        self.most_at_once = max(self.most_at_once, len(running))
+                        self.on_phase("analyze", "+".join(sorted(running.values())))
+                    else:
+                        apply_thread_allowance()  # the cores idle workers lend this one (local executor)
+                        self.on_phase("analyze", name)
+                        self._run_one_analyzer(*args)
+                if running:
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        running.pop(fut)
+                        fut.result()  # results are in the sinks; this raises only on a bug
+                    if running:
+                        self.on_phase("analyze", "+".join(sorted(running.values())))
+        finally:
+            if running:  # an error above: let the threads finish before the contexts go
+                wait(list(running))
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max(2, ceiling()), thread_name_prefix="mirflow-analyzer")
+        return self._pool
+
+    def _run_in_thread(self, name: str, units: list[WorkUnit], ctxs: list[TrackContext],
+                       sinks: list[dict[str, AnalyzerResult]]) -> None:
+        """One analyzer beside others: one thread of compute each."""
+        apply_thread_allowance(cap=1)
+        self._run_one_analyzer(name, units, ctxs, sinks, this_thread=True)
 
     @staticmethod
     def _open_handed(units: list[WorkUnit]) -> tuple[list[WorkUnit], dict[int, str]]:
@@ -323,7 +422,7 @@ class Worker:
                               parameters=inst.hashed_params(), **kw)
 
     def _run_one_analyzer(self, name: str, units: list[WorkUnit], ctxs: list[TrackContext],
-                          sinks: list[dict[str, AnalyzerResult]]) -> None:
+                          sinks: list[dict[str, AnalyzerResult]], *, this_thread: bool = False) -> None:
         try:
             analyzer = self.analyzer(name)
         except Exception as exc:  # noqa: BLE001 - reported per track, the run goes on
@@ -333,7 +432,7 @@ class Worker:
             return
         # the mix is decoded, and the shared steps computed, by the first analyzer that reads
         # them: that time is reported apart (``Apart``), so rates do not depend on the order
-        befores = [Apart.of(ctx) for ctx in ctxs]
+        befores = [Apart.of(ctx, this_thread=this_thread) for ctx in ctxs]
         for ctx in ctxs:
             ctx.reader = name
         try:
@@ -341,7 +440,7 @@ class Worker:
                 start = time.perf_counter()
                 outs = analyzer.analyze_batch(ctxs)
                 elapsed = time.perf_counter() - start
-                aparts = [Apart.of(ctx) - b for ctx, b in zip(ctxs, befores)]
+                aparts = [Apart.of(ctx, this_thread=this_thread) - b for ctx, b in zip(ctxs, befores)]
                 each = max(0.0, elapsed - sum(a.total for a in aparts)) / len(ctxs)
                 timed = [(o, each, a) for o, a in zip(outs, aparts)]
             else:
@@ -352,7 +451,8 @@ class Worker:
                         out: dict[str, Any] | BaseException = analyzer.analyze(ctx)
                     except Exception as exc:  # noqa: BLE001 - one bad track never stops the run
                         out = exc
-                    elapsed, apart = time.perf_counter() - start, Apart.of(ctx) - before
+                    elapsed = time.perf_counter() - start
+                    apart = Apart.of(ctx, this_thread=this_thread) - before
                     timed.append((out, max(0.0, elapsed - apart.total), apart))
         finally:
             for ctx in ctxs:
