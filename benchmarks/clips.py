@@ -54,3 +54,26 @@ def children_cpu() -> float:
 
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
+
+
+def source_trees(items: list[str]) -> list[tuple[str, Path | None]]:
+    """``--src LABEL=DIR`` options as ``[("current", None), (LABEL, DIR), ...]``: the installed tree
+    first, then each source tree to run with ``PYTHONPATH=DIR/src`` (see :func:`tree_env`)."""
+    trees: list[tuple[str, Path | None]] = [("current", None)]
+    for item in items:
+        label, _, folder = item.partition("=")
+        if not folder or not Path(folder, "src").is_dir():
+            raise SystemExit(f"--src {item!r}: expected LABEL=DIR with DIR/src")
+        trees.append((label, Path(folder)))
+    return trees
+
+
+def tree_env(src: Path | None, **extra: str) -> dict[str, str]:
+    """This process's environment, with ``PYTHONPATH=src/src`` first when ``src`` is given, and
+    ``extra`` variables."""
+    import os
+
+    env = dict(os.environ, **extra)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src / "src"), env.get("PYTHONPATH")]))
+    return env

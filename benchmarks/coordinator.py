@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from clips import children_cpu  # benchmarks/ is on sys.path when run as a script
+from clips import children_cpu, source_trees, tree_env  # benchmarks/ is on sys.path as a script
 
 SR = 22050
 
@@ -70,13 +70,6 @@ def run_json(args: list[str], env: dict[str, str]) -> tuple[dict, float, float]:
         return json.loads(proc.stdout), wall, cpu
     except json.JSONDecodeError:
         raise SystemExit(f"mirflow {args[0]} gave no JSON (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-
-
-def tree_env(src: Path | None, cache: Path) -> dict[str, str]:
-    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
-    if src is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src / "src"), env.get("PYTHONPATH")]))
-    return env
 
 
 def one_round(dataset: Path, analyzers: str, workers: int, env: dict[str, str]) -> dict:
@@ -114,13 +107,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the per-run figures here as JSON")
     args = ap.parse_args()
 
-    trees: list[tuple[str, Path | None]] = [("current", None)]
-    for item in args.src:
-        label, _, folder = item.partition("=")
-        if not folder or not Path(folder, "src").is_dir():
-            raise SystemExit(f"--src {item!r}: expected LABEL=DIR with DIR/src")
-        trees.append((label, Path(folder)))
-
+    trees = source_trees(args.src)
     with tempfile.TemporaryDirectory(prefix="mirflow-coordinator-") as tmp:
         work = args.work or Path(tmp)
         dataset = work / "dataset"
@@ -130,7 +117,8 @@ def main() -> None:
         make_dataset(dataset, args.tracks, args.seconds)
         print(f"{args.tracks} tracks of {args.seconds} s written in {time.perf_counter() - t0:.1f} s",
               flush=True)
-        envs = {label: tree_env(src, Path(tmp) / f"cache-{label}") for label, src in trees}
+        envs = {label: tree_env(src, XDG_CACHE_HOME=str(Path(tmp) / f"cache-{label}"))
+                for label, src in trees}
         for label in envs:  # warm each tree's rates and numba cache
             run_json(["run", str(dataset), "-a", args.analyzers, "--force", "all",
                       "-j", str(args.workers), "--json"], envs[label])

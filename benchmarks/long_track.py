@@ -28,7 +28,7 @@ from pathlib import Path
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clips import children_cpu  # noqa: E402
+from clips import children_cpu, source_trees, tree_env  # noqa: E402
 
 
 def build(corpus: Path, dest: Path, minutes: float) -> float:
@@ -53,9 +53,7 @@ def build(corpus: Path, dest: Path, minutes: float) -> float:
 
 
 def run_once(dataset: Path, analyzers: str, src: Path | None) -> dict:
-    env = dict(os.environ)
-    if src is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src / "src"), env.get("PYTHONPATH")]))
+    env = tree_env(src)
     cpu0 = children_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mirflow", "run", str(dataset), "-a", analyzers,
@@ -80,12 +78,7 @@ def main() -> None:
     ap.add_argument("--src", action="append", default=[], metavar="LABEL=DIR")
     ap.add_argument("--work", type=Path)
     args = ap.parse_args()
-    trees: list[tuple[str, Path | None]] = [("current", None)]
-    for item in args.src:
-        label, _, folder = item.partition("=")
-        if not folder or not Path(folder, "src").is_dir():
-            raise SystemExit(f"--src {item!r}: expected LABEL=DIR with DIR/src")
-        trees.append((label, Path(folder)))
+    trees = source_trees(args.src)
     with tempfile.TemporaryDirectory(prefix="mirflow-long-") as tmp:
         work = args.work or Path(tmp)
         dataset = work / "dataset"
