@@ -82,7 +82,11 @@ def test_report_and_rates(dataset: Path, tmp_path: Path) -> None:
     est2 = nxt._build_estimate(dataset, [(tracks["long"], ("cpu_a", "gpu_a"))])
     assert est2["by"] == "rates"
     assert est2["weights"]["long"] == pytest.approx(6.0 * (0.1 + 0.2), rel=1e-3)
-    assert est2["eta_s"] == pytest.approx(6.0 * 0.3 / 2, rel=1e-3)
+    # one track, whose analyzers run one after another (neither is concurrent): 2 workers do not
+    # halve it; two such tracks take the same time
+    assert est2["eta_s"] == pytest.approx(6.0 * 0.3, rel=1e-3)
+    est3 = nxt._build_estimate(dataset, [(t, ("cpu_a", "gpu_a")) for t in tracks.values()])
+    assert est3["eta_s"] == pytest.approx(max(8.0 * 0.3 / 2, 6.0 * 0.3), rel=1e-3)
 
 
 def test_stages_declared_by_the_executor(dataset: Path, tmp_path: Path) -> None:

@@ -118,6 +118,9 @@ class Analyzer:
         methods (which are thread-safe) and only in the calling thread (its decoding and shared
         steps are timed per thread), and its working set is small next to the track's decoded
         views. False by default (an analyzer from a plugin runs alone unless it says so).
+    elastic : bool
+        True when it spreads its own work over the threads a worker is lent (separation's
+        concurrent forward passes); estimates then divide its compute by them.
     model_memory : int
         Bytes its model takes in the process that holds it (0: no model); ``--max-memory``
         counts it once per process that holds a copy (:mod:`mirflow.run.limits`).
@@ -144,6 +147,7 @@ class Analyzer:
     outputs: ClassVar[tuple[str, ...]] = ()
     batchable: ClassVar[bool] = False
     concurrent: ClassVar[bool] = False
+    elastic: ClassVar[bool] = False
     model_memory: ClassVar[int] = 0
     Params: ClassVar[type[AnalyzerParams]] = AnalyzerParams
     threads: int = 0

@@ -95,6 +95,7 @@ class SeparationAnalyzer(Analyzer):
     """
 
     name = "separation"
+    elastic = True  # its forward passes spread over the threads a worker is lent
     version = 1
     device = "gpu"
     batchable = True

@@ -8,10 +8,12 @@ second, measured by earlier runs on this machine with the same parameters and de
 track's duration, plus decoding the track's mix and the shared steps (the resampled mono view,
 its STFT) that its due analyzers read, each once (rates of their own, see
 :mod:`mirflow.run.timing`). CPU analyzers share the worker processes (their sum is divided by the
-number of workers); GPU analyzers on an accelerator run in their own lane at the same time; the
-coordinator's own work per track (leases, sidecar reads and durable writes: a few milliseconds,
-which bound a run of many short tracks) goes on beside both. The ETA is the longest of these
-(:func:`~mirflow.run.rates.run_seconds`), plus the start-up (workers starting, models loading: from the run's start to its
+workers' cores; with fewer tracks than cores, a track's worker is lent idle cores, and the longest
+track, with its analyzers side by side and separation's passes spread, bounds the run); GPU analyzers
+on an accelerator run in their own lane at the same time; the coordinator's own work per track
+(leases, sidecar reads and durable writes: a few milliseconds, which bound a run of many short
+tracks) goes on beside both. The ETA is the longest of these (:mod:`mirflow.run.estimate`), plus
+the start-up (workers starting, models loading: from the run's start to its
 first result, less that track's compute) that the last runs with the same executor and set of due
 analyzers measured, or else the closest measured set's (:meth:`RateBook.startup_estimate`); with
 none measured, start-up is left out and the plan says so. Without a rate for some
@@ -30,7 +32,8 @@ from ..core.config import RunOptions
 from ..core.dataset import discover
 from .coordinator import build_analyzers
 from .plan import BLOCKED, DUE, decide, read_for_plan
-from .rates import DECODE, RateBook, run_seconds
+from .estimate import RunCost
+from .rates import DECODE, RateBook
 from .timing import Durations, device_labels
 
 
@@ -108,32 +111,34 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
     rates = rates if rates is not None else RateBook()
     durations = Durations()
     plans = {n: AnalyzerPlan(n, labels.get(n, "cpu")) for n in analyzers}
-    uses: dict[str, set[str]] = {}
-    for name, p in plans.items():
-        rate = rates.get(name, p.device, analyzers[name].params_hash()) if name in labels else None
-        p.rate = None if rate is None else rate.per_audio_second
-        uses[name] = set(rate.uses) if rate is not None else set()
-    shared_s: float | None = 0.0
     tracks = discover(root)
-    due_tracks, audio, unknown = 0, 0.0, 0
-    pairs: list[dict[str, str]] = []
+    decided = []
     for track in tracks:
         decisions = decide(track, read_for_plan(track), analyzers, unavailable=unavailable,
                            force=options.force, retry_failed=options.retry_failed)
-        due = [n for n, d in decisions.items() if d.state == DUE]
         for name, d in decisions.items():
             plans[name].states[d.state] += 1
             if d.state == BLOCKED:
                 plans[name].blocked[d.reason] += 1
-        if not due:
-            continue
-        due_tracks += 1
+        due = [n for n, d in decisions.items() if d.state == DUE]
+        if due:
+            decided.append((track, due, decisions))
+    due_tracks = len(decided)
+    # the local executor's workers share a core budget: with fewer tracks than cores, each
+    # track's worker is lent the idle cores' threads
+    budget = 1 if options.executor == "serial" else max(1, options.workers or os.cpu_count() or 1)
+    workers = max(1, min(budget, max(due_tracks, 1)))
+    threads = budget // workers if options.executor == "local" else 1
+    cost = RunCost(rates, {n: a for n, a in analyzers.items() if n in labels}, labels,
+                   threads=threads)
+    audio, unknown = 0.0, 0
+    pairs: list[dict[str, str]] = []
+    for track, due, decisions in decided:
         dur = durations.get(track)
         if dur is None:
             unknown += 1
         audio += dur or 0.0
-        per_audio = rates.shared_per_audio_second(set().union(*(uses[n] for n in due)))
-        shared_s = None if per_audio is None or shared_s is None else shared_s + per_audio * (dur or 0.0)
+        cost.add(dur or 0.0, due)
         rel = track.relpath(root)
         for name in due:
             p = plans[name]
@@ -141,27 +146,21 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
             p.reasons[decisions[name].reason] += 1
             p.audio_s += dur or 0.0
             pairs.append({"track": rel, "analyzer": name, "reason": decisions[name].reason})
-    workers = 1 if options.executor == "serial" else max(1, min(
-        options.workers or os.cpu_count() or 1, max(due_tracks, 1)))
-    missing = [n for n, p in plans.items() if p.due and p.rate is None]
-    if shared_s is None:
-        missing.append("shared steps")
-    decode = rates.get(DECODE, "cpu", "")  # every due track's mix decoded once, on the CPU
-    decode_s = decode.per_audio_second * audio if decode else None
-    cpu_s, gpu_s = (decode_s or 0.0) + (shared_s or 0.0), 0.0
-    for p in plans.values():
+    for name, p in plans.items():
+        p.rate = cost.rate(name) if name in labels else None
         if p.due and p.rate is not None:
             p.compute_s = p.rate * p.audio_s
-            if p.device == "cpu":
-                cpu_s += p.compute_s
-            else:
-                gpu_s += p.compute_s
+    missing = [n for n, p in plans.items() if p.due and p.rate is None]
+    if "shared steps" in cost.missing:
+        missing.append("shared steps")
+    decode_s = cost.decode_s if rates.get(DECODE, "cpu", "") else None
+    shared_s = None if "shared steps" in cost.missing else cost.shared_s
     due_names = {n: p.device for n, p in plans.items() if p.due}
     startup, startup_from = rates.startup_estimate(due_names, options.executor)
     per_track = rates.coordinator_per_track(options.executor)
     coordinator_s = None if per_track is None else per_track * due_tracks
-    eta = None if missing else run_seconds(
-        cpu_s, gpu_s, coordinator_s or 0.0, workers=workers, cores=os.cpu_count() or 1,
+    eta = None if missing else cost.seconds(
+        coordinator_s or 0.0, workers=budget if options.executor == "local" else workers,
         executor=options.executor) + (startup or 0.0)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
                       missing, unknown, pairs, decode_s, shared_s, startup, startup_from,

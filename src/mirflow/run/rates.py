@@ -74,24 +74,6 @@ def startup_analyzers(key: str) -> list[str]:
     return [item.partition("@")[0] for item in _startup_parts(key)[1]]
 
 
-def run_seconds(cpu_s: float, gpu_s: float, coordinator_s: float, *, workers: int, cores: int,
-                executor: str = "local") -> float:
-    """Expected seconds of a run after its start-up, from its parts: ``cpu_s`` of compute in the
-    CPU workers (decoding and shared steps included), ``gpu_s`` in an accelerator's lane, and
-    ``coordinator_s`` of the coordinator's own work (leases, sidecars).
-
-    ``serial`` does everything in one thread, one after the other. Otherwise the stages run at the
-    same time and the slowest bounds the run: the CPU work spread over ``workers``, the GPU lane,
-    the coordinator (one thread); with ``local`` workers, which share this machine's ``cores`` with
-    the coordinator, also the CPU work and the coordinator's together over ``cores``."""
-    if executor == "serial":
-        return cpu_s + gpu_s + coordinator_s
-    bound = max(cpu_s / max(1, workers), gpu_s, coordinator_s)
-    if executor == "local":
-        bound = max(bound, (cpu_s + coordinator_s) / max(1, cores))
-    return bound
-
-
 def cache_dir() -> Path:
     """mirflow's cache folder: ``$XDG_CACHE_HOME/mirflow``, else ``~/.cache/mirflow``."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

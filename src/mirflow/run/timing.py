@@ -46,7 +46,8 @@ from typing import Any
 from ..analyzers.base import Analyzer
 from ..core.dataset import Track
 from ..core.sidecar import AnalyzerResult
-from .rates import DECODE, RateBook, run_seconds, shared_name, startup_key
+from .estimate import RunCost
+from .rates import DECODE, RateBook, shared_name, startup_key
 
 log = logging.getLogger(__name__)
 
@@ -260,40 +261,20 @@ class Timing:
         self._start_monitor()
         if self.rates is None:
             self.rates = RateBook()
-        per_audio, uses = {}, {}
-        for name, a in self.analyzers.items():
-            rate = self.rates.get(name, self.labels[name], a.params_hash())
-            per_audio[name] = rate.per_audio_second if rate else None
-            uses[name] = set(rate.uses) if rate else set()
-        decode = self.rates.get(DECODE, "cpu", "")  # unknown: not counted (a small part)
+        # the local executor lends idle cores when fewer tracks than cores are in flight
+        threads = self.cores // self.workers if self.executor == "local" else 1
+        cost = RunCost(self.rates, self.analyzers, self.labels, threads=threads)
         weights: dict[str, float] = {}
-        total_audio = cpu_s = gpu_s = 0.0
-        known = True
+        total_audio = 0.0
         for track, names in items:
             dur = self.durations.get(track) or 0.0
             total_audio += dur
-            cost = decode.per_audio_second * dur if decode else 0.0
-            shared = self.rates.shared_per_audio_second(set().union(*(uses[n] for n in names)))
-            if shared is None:
-                known = False
-            cost += (shared or 0.0) * dur
-            cpu_s += cost
-            for n in names:
-                r = per_audio.get(n)
-                if r is None:
-                    known = False
-                    r = 0.0
-                cost += r * dur
-                if self.labels[n] == "cpu":
-                    cpu_s += r * dur
-                else:
-                    gpu_s += r * dur
-            weights[track.relpath(root)] = cost if known else dur
+            weights[track.relpath(root)] = cost.add(dur, names)
+        known = not cost.missing
         if not known:  # without every rate, weigh by audio duration alone
             weights = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
         coordinator = (self.rates.coordinator_per_track(self.executor) or 0.0) * len(items)
-        eta = run_seconds(cpu_s, gpu_s, coordinator, workers=self.workers, cores=os.cpu_count() or 1,
-                          executor=self.executor) if known else None
+        eta = cost.seconds(coordinator, workers=self.cores, executor=self.executor) if known else None
         durations = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
         return {"weights": weights, "durations": durations, "audio_s": total_audio, "eta_s": eta,
                 "by": "rates" if known else "audio duration",
