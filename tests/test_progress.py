@@ -123,3 +123,25 @@ def test_the_start_up_counts_down_before_the_first_track() -> None:
     assert s.eta_s() == pytest.approx(9.0)
     clock.t = 5.0  # longer than earlier runs' start-up: the work is still all ahead
     assert s.eta_s() == pytest.approx(8.0)
+
+
+def test_the_timing_report_names_the_coordinator_only_where_it_counts() -> None:
+    import io
+
+    from rich.console import Console
+
+    from mirflow.cli.estimates import print_timing
+
+    def printed(busy: float) -> str:
+        out = io.StringIO()
+        timing = {"audio_s": 10.0, "wall_s": 2.0, "first_result_s": 0.5,
+                  "analyzers": {"loudness": {"tracks": 4, "compute_s": 0.1, "x_realtime": 100.0,
+                                             "device": "cpu"}},
+                  "stages": {"workers": {"slots": 2, "busy_s": 0.1, "busy_fraction": 0.025}},
+                  "coordinator": {"tracks": 4, "busy_s": busy * 2.0, "busy_fraction": busy,
+                                  "ms_per_track": busy * 500.0}}
+        print_timing(Console(file=out, width=120), timing)
+        return out.getvalue()
+
+    assert "coordinator 80% (400.0 ms per track)" in printed(0.8)
+    assert "workers 2% of 2" in printed(0.02) and "coordinator" not in printed(0.02)

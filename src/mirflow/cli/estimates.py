@@ -122,7 +122,8 @@ def print_timing(out: Console, timing: dict[str, Any]) -> None:
                        for name, s in (timing.get("stages") or {}).items()
                        if s.get("busy_fraction") is not None)
     coordinator = timing.get("coordinator") or {}
-    if coordinator.get("busy_fraction") is not None and coordinator.get("ms_per_track") is not None:
+    # shown where it counts: a coordinator busy a tenth of the run or more (many short tracks)
+    if (coordinator.get("busy_fraction") or 0.0) >= 0.1 and coordinator.get("ms_per_track") is not None:
         stages += (", " if stages else "") + (
             f"coordinator {coordinator['busy_fraction'] * 100:.0f}% "
             f"({coordinator['ms_per_track']:.1f} ms per track)")
