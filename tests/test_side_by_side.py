@@ -7,6 +7,7 @@ death names the analyzer at fault."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -207,7 +208,7 @@ def test_a_death_side_by_side_is_retried_one_at_a_time_and_names_the_culprit(
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="side by side needs two cores")
 def test_a_lone_track_runs_its_features_side_by_side_with_the_same_results(dataset: Path) -> None:
-    from conftest import run_json, sidecar
+    from conftest import mirflow, run_json, sidecar
 
     write_track(dataset, "lone", sine(220.0, 4.0))
     code, side = run_json(str(dataset), "-a", "loudness,spectral,tonal,rhythm")
@@ -218,6 +219,10 @@ def test_a_lone_track_runs_its_features_side_by_side_with_the_same_results(datas
     assert code == 0 and alone["timing"]["stages"]["workers"]["slots"] == 1
     again = {k: v for k, v in sidecar(dataset / "lone").items() if not k.startswith("_")}
     assert again == first  # one worker with one core: one after another, the same features
+    planned = json.loads(mirflow("plan", str(dataset), "-a", "loudness,spectral,tonal,rhythm",
+                                 "--force", "all", "--json").stdout)
+    assert planned["workers"] == 1 and planned["threads_per_track"] == os.cpu_count()
+    assert planned["eta_s"] is not None
     # each shared step was computed once either way
     for summary in (side, alone):
         assert {s: r["tracks"] for s, r in summary["timing"]["shared"].items()} == {

@@ -93,7 +93,9 @@ def print_plan(out: Console, report: Any) -> None:
                        f"{names}")
         else:
             startup = f"start-up {clock(report.startup_s)} included"
-        out.print(f"ETA {clock(report.eta_s)} with {report.workers} worker(s){decoding}, from rates "
+        # fewer tracks than cores: each track's worker is lent the idle cores
+        lent = f" of {report.threads_per_track} threads" if report.threads_per_track > 1 else ""
+        out.print(f"ETA {clock(report.eta_s)} with {report.workers} worker(s){lent}{decoding}, from rates "
                   f"measured by earlier runs on this machine ({startup})")
 
 

@@ -86,10 +86,14 @@ class PlanReport:
     #: Expected seconds of the coordinator's own work (leases, sidecars) for the due tracks, from
     #: its per-track rate (``None``: not measured yet with this executor; then left out).
     coordinator_s: float | None = None
+    #: Threads each due track's worker may use (above 1: the local executor lends the cores of
+    #: workers it does not need, with fewer tracks than cores).
+    threads_per_track: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "tracks": self.tracks, "due_tracks": self.due_tracks,
                 "audio_s": round(self.audio_s, 3), "workers": self.workers,
+                "threads_per_track": self.threads_per_track,
                 "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
                 "decode_s": None if self.decode_s is None else round(self.decode_s, 1),
                 "shared_s": None if self.shared_s is None else round(self.shared_s, 1),
@@ -164,4 +168,4 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
         executor=options.executor) + (startup or 0.0)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
                       missing, unknown, pairs, decode_s, shared_s, startup, startup_from,
-                      coordinator_s)
+                      coordinator_s, threads)
