@@ -164,22 +164,6 @@ def test_fixtures_of_every_scope_keep_rates_out_of_the_real_cache(
     assert Path(cache_home_of_a_module_fixture).is_relative_to(tmp_path_factory.getbasetemp())
 
 
-def test_run_seconds_the_slowest_stage_bounds_a_run() -> None:
-    from mirflow.run.estimate import run_seconds
-
-    # serial: one thread does everything, one part after the other
-    assert run_seconds(6.0, 2.0, 1.0, workers=4, cores=4, executor="serial") == 9.0
-    # local: the CPU work spread over the workers...
-    assert run_seconds(8.0, 1.0, 0.5, workers=4, cores=8) == 2.0
-    # ... or the GPU lane, or the coordinator when tracks are many and light ...
-    assert run_seconds(8.0, 3.0, 0.5, workers=4, cores=8) == 3.0
-    assert run_seconds(0.4, 0.0, 5.0, workers=2, cores=2) == 5.0
-    # ... or the cores the workers and the coordinator share (more workers than cores)
-    assert run_seconds(8.0, 0.0, 2.0, workers=8, cores=2) == 5.0
-    # a cluster's workers do not share this machine's cores with the coordinator
-    assert run_seconds(8.0, 0.0, 2.0, workers=8, cores=2, executor="ray") == 2.0
-
-
 def test_the_coordinator_is_rated_per_track_and_per_executor(tmp_path: Path) -> None:
     path = tmp_path / "rates.json"
     book = RateBook(path)
@@ -194,25 +178,3 @@ def test_the_coordinator_is_rated_per_track_and_per_executor(tmp_path: Path) -> 
     again.save()
     blended = RateBook(path).coordinator_per_track("local")
     assert blended == pytest.approx((0.5 * 6.0 + 1.0) / (0.5 * 2000 + 1000))
-
-
-def test_a_tracks_time_with_lent_threads() -> None:
-    from mirflow.run.estimate import AnalyzerCost, track_seconds
-
-    shared = {"stft": 3.0, "mono": 0.5}
-    loudness = AnalyzerCost(5.0, frozenset(), concurrent=True)
-    spectral = AnalyzerCost(4.0, frozenset({"stft", "mono"}), concurrent=True)
-    rhythm = AnalyzerCost(1.0, frozenset({"stft", "mono"}), concurrent=True)
-    costs = [loudness, spectral, rhythm]
-    assert track_seconds(4.0, shared, costs, threads=1) == 17.5  # one after another
-    # two threads: the decode, then the longest branch (spectral after the STFT it reads)
-    assert track_seconds(4.0, shared, costs, threads=2) == pytest.approx(4.0 + 7.5)
-    # with more threads than branches, still the longest branch
-    assert track_seconds(4.0, shared, costs, threads=8) == pytest.approx(11.5)
-    # separation spreads its passes over the threads; an analyzer not concurrent runs alone
-    separation = AnalyzerCost(10.0, elastic=True)
-    alone = AnalyzerCost(2.0, frozenset({"mono"}))
-    assert track_seconds(4.0, shared, [separation, *costs, alone], threads=2) == pytest.approx(
-        4.0 + 10.0 / 2 + 7.5 + 2.0)
-    # never more than one after another
-    assert track_seconds(0.0, {}, [AnalyzerCost(1.0), AnalyzerCost(1.0)], threads=4) == 2.0
