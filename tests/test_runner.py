@@ -106,3 +106,19 @@ def test_no_temporaries_left_and_stale_ones_cleaned(small_dataset: Path, probe_l
 def test_empty_dataset(dataset: Path, probe_log: Path) -> None:
     s = run(dataset, opts())
     assert s.tracks == 0 and s.work_done == 0
+
+
+def test_a_limit_samples_evenly_and_keeps_the_rest() -> None:
+    from collections import deque
+
+    from mirflow.run.coordinator import sample_evenly
+
+    tracks = deque(range(10))
+    kept, held = sample_evenly(tracks, 3)
+    assert list(kept) == [1, 5, 8] and held == [0, 2, 3, 4, 6, 7, 9]
+    kept, held = sample_evenly(tracks, 1)
+    assert list(kept) == [5] and len(held) == 9  # the middle, not the first
+    kept, held = sample_evenly(tracks, 10)
+    assert list(kept) == list(range(10)) and held == []
+    kept, held = sample_evenly(deque(range(7)), 2)
+    assert list(kept) == [1, 5] and sorted([*kept, *held]) == list(range(7))
