@@ -4,9 +4,11 @@ completed for this installation."""
 from __future__ import annotations
 
 import subprocess
-import threading
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -222,3 +224,31 @@ def test_a_lazy_kernel_is_built_under_the_lock_until_built_once(tmp_path: Path,
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_lazy_kernel_called_first_by_threads_together_is_built_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Analyzers side by side may call a kernel for the first time at once: one builds, the
+    others wait for it (a second build raced with the first and called a build already dropped)."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    builds: list[int] = []
+
+    def build() -> Any:
+        builds.append(1)
+        time.sleep(0.2)
+        return lambda x: x * 2
+
+    kernel = jit.LazyKernel(build, test_a_lazy_kernel_called_first_by_threads_together_is_built_once)
+    start = threading.Barrier(4)
+    results: list[int] = []
+
+    def call(x: int) -> None:
+        start.wait()
+        results.append(kernel(x))
+
+    workers = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(10)
+    assert builds == [1] and sorted(results) == [0, 2, 4, 6]

@@ -33,6 +33,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -158,6 +159,7 @@ class LazyKernel:
     def __init__(self, build: Callable[[], Any], func: Callable) -> None:
         self._build = build
         self._kernel: Any = None
+        self._building = threading.Lock()  # analyzers side by side may call it first together
         self.__wrapped__ = func
         for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
             setattr(self, attr, getattr(func, attr, None))
@@ -166,17 +168,19 @@ class LazyKernel:
         """The numba ufunc, built on the first call: under the lock until one build of this
         installation completed (:func:`warm_up`, keyed by the kernel's module), in parallel after."""
         if self._kernel is None:
-            built: list[Any] = []
-            warm_up(f"{self.__module__}.{self.__name__}", lambda: built.append(self._build()),
-                    code=self.__wrapped__)
-            self._kernel, self._build = built[0], None
+            with self._building:
+                if self._kernel is None:  # not built by the thread this one waited for
+                    built: list[Any] = []
+                    warm_up(f"{self.__module__}.{self.__name__}", lambda: built.append(self._build()),
+                            code=self.__wrapped__)
+                    self._kernel, self._build = built[0], None
         return self._kernel
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.kernel()(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("_build", "_kernel"):  # not set yet (e.g. a copy being built): no recursion
+        if name in ("_build", "_kernel", "_building"):  # not set yet (e.g. a copy being built)
             raise AttributeError(name)
         return getattr(self.kernel(), name)
 
