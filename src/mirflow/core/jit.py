@@ -216,6 +216,10 @@ def _deferring(decorator: Callable[..., Any]) -> Callable[..., Any]:
     return patched
 
 
+#: Held while :func:`librosa` imports librosa with numba's decorators patched.
+_LIBROSA_IMPORT = threading.Lock()
+
+
 def librosa() -> ModuleType:
     """``librosa``, with the modules mirflow's analyzers use (:data:`LIBROSA_MODULES`) imported
     once per process so that every numba ufunc they declare is a :class:`LazyKernel` (built on
@@ -226,16 +230,19 @@ def librosa() -> ModuleType:
     files are written then)."""
     if all(name in sys.modules for name in LIBROSA_MODULES):
         return sys.modules["librosa"]
-    import numba
+    with _LIBROSA_IMPORT:  # one thread patches numba's decorators at a time (analyzers side by side)
+        if all(name in sys.modules for name in LIBROSA_MODULES):
+            return sys.modules["librosa"]
+        import numba
 
-    from .imports import postponed_annotations
+        from .imports import postponed_annotations
 
-    originals = numba.vectorize, numba.guvectorize
-    numba.vectorize, numba.guvectorize = (_deferring(d) for d in originals)
-    try:
-        with postponed_annotations(LIBROSA_STATS_ANNOTATIONS):
-            for name in LIBROSA_MODULES:
-                importlib.import_module(name)
-    finally:
-        numba.vectorize, numba.guvectorize = originals
+        originals = numba.vectorize, numba.guvectorize
+        numba.vectorize, numba.guvectorize = (_deferring(d) for d in originals)
+        try:
+            with postponed_annotations(LIBROSA_STATS_ANNOTATIONS):
+                for name in LIBROSA_MODULES:
+                    importlib.import_module(name)
+        finally:
+            numba.vectorize, numba.guvectorize = originals
     return sys.modules["librosa"]
