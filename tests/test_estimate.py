@@ -92,3 +92,10 @@ def test_a_runs_cost_track_by_track(tmp_path: Path) -> None:
     other = RunCost(RateBook(tmp_path / "nothing.json"), ans, labels)
     other.add(10.0, ["est_cpu"])
     assert other.missing == {"est_cpu"} and other.cpu_s == 0.0
+    # a shared step an analyzer reads that no run measured: the shared steps are missing
+    book.observe("est_other", "cpu", ans["est_other"].params_hash(), compute_s=10.0,
+                 audio_s=100.0, tracks=1, uses=("never measured",))
+    book.save()
+    unmeasured = RunCost(RateBook(tmp_path / "rates.json"), ans, labels)
+    unmeasured.add(10.0, ["est_other"])
+    assert unmeasured.missing == {"shared steps"}

@@ -248,9 +248,8 @@ def test_shared_step_rows_rates_and_uses(dataset: Path, tmp_path: Path) -> None:
     again = RateBook(tmp_path / "rates.json")
     assert again.get(shared_name("stft@x"), "cpu", "").per_audio_second == pytest.approx(0.1)
     assert again.get("cpu_a", "cpu", Cpu().params_hash()).uses == ("stft@x",)
-    assert again.shared_per_audio_second({"stft@x"}) == pytest.approx(0.1)
-    assert again.shared_per_audio_second(set()) == 0.0
-    assert again.shared_per_audio_second({"stft@x", "never measured"}) is None
+    assert again.shared_rate("stft@x") == pytest.approx(0.1)
+    assert again.shared_rate("never measured") is None
 
 
 def test_startup_is_the_first_result_less_its_compute(dataset: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..analyzers.base import Analyzer
-from .rates import DECODE, RateBook, shared_name
+from .rates import DECODE, RateBook
 
 
 def run_seconds(cpu_s: float, gpu_s: float, coordinator_s: float, *, workers: int, cores: int,
@@ -104,17 +104,10 @@ class RunCost:
             self._uses[name] = frozenset(rate.uses) if rate else frozenset()
         decode = self.rates.get(DECODE, "cpu", "")
         self._decode = decode.per_audio_second if decode else None
-        self._shared: dict[str, float | None] = {}
 
     def rate(self, name: str) -> float | None:
         """``name``'s compute seconds per audio second here (``None``: not measured yet)."""
         return self._per_audio.get(name)
-
-    def _step(self, step: str) -> float | None:
-        if step not in self._shared:
-            rate = self.rates.get(shared_name(step), "cpu", "")
-            self._shared[step] = rate.per_audio_second if rate else None
-        return self._shared[step]
 
     def add(self, duration: float, names: Iterable[str]) -> float:
         """Account one track of ``duration`` seconds with ``names`` due; returns its expected
@@ -125,7 +118,7 @@ class RunCost:
         decode = (self._decode or 0.0) * duration
         shared: dict[str, float] = {}
         for step in frozenset().union(*(self._uses[n] for n in names)):
-            rate = self._step(step)
+            rate = self.rates.shared_rate(step)
             if rate is None:
                 self.missing.add("shared steps")
             shared[step] = (rate or 0.0) * duration

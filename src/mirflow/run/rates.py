@@ -228,16 +228,11 @@ class RateBook:
         if seconds >= 0:
             self._observed_startups.setdefault(key, []).append(seconds)
 
-    def shared_per_audio_second(self, steps: "set[str] | frozenset[str]") -> float | None:
-        """Seconds of compute per second of audio for the shared ``steps`` together (each counted
-        once), or ``None`` when a run on this machine has not measured one of them."""
-        total = 0.0
-        for step in steps:
-            rate = self.get(shared_name(step), "cpu", "")
-            if rate is None:
-                return None
-            total += rate.per_audio_second
-        return total
+    def shared_rate(self, step: str) -> float | None:
+        """Seconds of compute per second of audio of the shared ``step`` (rated as
+        :func:`shared_name`), or ``None`` when no run on this machine measured it."""
+        rate = self.get(shared_name(step), "cpu", "")
+        return None if rate is None else rate.per_audio_second
 
     def observe(self, analyzer: str, device: str, params_hash: str, *, compute_s: float,
                 audio_s: float, tracks: int, uses: tuple[str, ...] = ()) -> None:
