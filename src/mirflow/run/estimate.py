@@ -46,6 +46,13 @@ def run_seconds(cpu_s: float, gpu_s: float, coordinator_s: float, *, workers: in
     return bound
 
 
+def lent_threads(executor: str, cores: int, workers: int) -> int:
+    """Threads each track's worker may use: the local executor's workers share a core budget of
+    ``cores``, so with fewer tracks (``workers``) than cores each is lent the idle cores' threads;
+    the other executors lend none."""
+    return max(1, cores // max(1, workers)) if executor == "local" else 1
+
+
 @dataclass(frozen=True)
 class AnalyzerCost:
     """One due analyzer's expected compute on one track (seconds) and how it may run."""

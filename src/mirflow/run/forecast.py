@@ -32,7 +32,7 @@ from ..core.config import RunOptions
 from ..core.dataset import discover
 from .coordinator import build_analyzers
 from .plan import BLOCKED, DUE, decide, read_for_plan
-from .estimate import RunCost
+from .estimate import RunCost, lent_threads
 from .rates import DECODE, RateBook
 from .timing import Durations, device_labels
 
@@ -128,11 +128,9 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
         if due:
             decided.append((track, due, decisions))
     due_tracks = len(decided)
-    # the local executor's workers share a core budget: with fewer tracks than cores, each
-    # track's worker is lent the idle cores' threads
     budget = 1 if options.executor == "serial" else max(1, options.workers or os.cpu_count() or 1)
     workers = max(1, min(budget, max(due_tracks, 1)))
-    threads = budget // workers if options.executor == "local" else 1
+    threads = lent_threads(options.executor, budget, workers)
     cost = RunCost(rates, {n: a for n, a in analyzers.items() if n in labels}, labels,
                    threads=threads)
     audio, unknown = 0.0, 0

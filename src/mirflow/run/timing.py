@@ -46,7 +46,7 @@ from typing import Any
 from ..analyzers.base import Analyzer
 from ..core.dataset import Track
 from ..core.sidecar import AnalyzerResult
-from .estimate import RunCost
+from .estimate import RunCost, lent_threads
 from .rates import DECODE, RateBook, shared_name, startup_key
 
 log = logging.getLogger(__name__)
@@ -261,22 +261,18 @@ class Timing:
         self._start_monitor()
         if self.rates is None:
             self.rates = RateBook()
-        # the local executor lends idle cores when fewer tracks than cores are in flight
-        threads = self.cores // self.workers if self.executor == "local" else 1
-        cost = RunCost(self.rates, self.analyzers, self.labels, threads=threads)
-        weights: dict[str, float] = {}
-        total_audio = 0.0
-        for track, names in items:
-            dur = self.durations.get(track) or 0.0
-            total_audio += dur
-            weights[track.relpath(root)] = cost.add(dur, names)
+        cost = RunCost(self.rates, self.analyzers, self.labels,
+                       threads=lent_threads(self.executor, self.cores, self.workers))
+        durations = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
+        weights = {track.relpath(root): cost.add(durations[track.relpath(root)], names)
+                   for track, names in items}
         known = not cost.missing
         if not known:  # without every rate, weigh by audio duration alone
-            weights = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
+            weights = dict(durations)
         coordinator = (self.rates.coordinator_per_track(self.executor) or 0.0) * len(items)
         eta = cost.seconds(coordinator, workers=self.cores, executor=self.executor) if known else None
-        durations = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
-        return {"weights": weights, "durations": durations, "audio_s": total_audio, "eta_s": eta,
+        return {"weights": weights, "durations": durations, "audio_s": sum(durations.values()),
+                "eta_s": eta,
                 "by": "rates" if known else "audio duration",
                 "startup_s": self.rates.startup_estimate(self._due_labels(), self.executor)[0]}
 
@@ -336,7 +332,7 @@ class Timing:
                 continue
             apart = [(self._decode, res.decode_seconds),
                      *((self._shared.setdefault(step, _Acc()), seconds)
-                       for step, seconds in res.shared_seconds.items() if seconds > 0)]
+                       for step, seconds in res.shared_seconds.items())]
             for step_acc, seconds in apart:
                 if seconds > 0:
                     acc.apart_s += seconds
