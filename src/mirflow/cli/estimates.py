@@ -76,8 +76,7 @@ def print_plan(out: Console, report: Any) -> None:
         out.print(f"ETA unknown: no rate measured on this machine yet for "
                   f"{', '.join(report.missing_rates)} (every run records them: "
                   f"`mirflow run {escape(report.dataset)} --limit 5` with the same options "
-                  f"measures them on a "
-                  f"sample of 5 tracks, whose results are kept)")
+                  f"measures them on a sample of 5 tracks, whose results are kept)")
     else:
         parts = [f"{what}: {clock(secs)}" for what, secs in
                  (("decoding", report.decode_s), ("shared steps", report.shared_s)) if secs]

@@ -87,22 +87,16 @@ def set_torch_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def apply_thread_allowance(cap: int = 0) -> int | None:
+def apply_thread_allowance() -> int | None:
     """Apply the current allowance to the calling thread: torch's intra-op threads and, through
     ``threadpoolctl``, the BLAS/OpenMP pools. Returns it (``None`` when not elastic: nothing
     changed). The pools are re-limited only when the allowance differs from what this thread
-    applied last (``threadpoolctl`` scans the loaded libraries, about a millisecond).
-
-    ``cap``: a thread computing beside others (analyzers side by side) takes at most ``cap``
-    torch threads and leaves the BLAS pools as the worker's main thread set them (OpenBLAS keeps
-    one count for the process, and a count set from several threads does not always hold)."""
+    applied last (``threadpoolctl`` scans the loaded libraries, about a millisecond). Call it from
+    the worker's main thread: OpenBLAS keeps one count for the process, and a count set from
+    another thread after that does not always hold."""
     n = allowance()
     if n is None:
         return None
-    if cap > 0:
-        n = min(n, cap)
-        set_torch_threads(n)
-        return n
     set_torch_threads(n)
     if getattr(_applied, "n", None) != n:
         from threadpoolctl import threadpool_limits

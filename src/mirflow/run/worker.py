@@ -34,7 +34,7 @@ from ..core.dataset import Track
 from ..core.errors import Blocked, DecodeError, HandOffLost, MirflowError
 from ..core.shared import Shipped, ship
 from ..core.sidecar import AnalyzerResult
-from ..core.threads import allowance, apply_thread_allowance, ceiling
+from ..core.threads import allowance, apply_thread_allowance, ceiling, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -360,8 +360,9 @@ class Worker:
 
     def _run_in_thread(self, name: str, units: list[WorkUnit], ctxs: list[TrackContext],
                        sinks: list[dict[str, AnalyzerResult]]) -> None:
-        """One analyzer beside others: one thread of compute each."""
-        apply_thread_allowance(cap=1)
+        """One analyzer beside others: one torch thread each (the BLAS pools stay as the main thread
+        set them, see :func:`~mirflow.core.threads.apply_thread_allowance`)."""
+        set_torch_threads(1)
         self._run_one_analyzer(name, units, ctxs, sinks, this_thread=True)
 
     @staticmethod
