@@ -99,3 +99,22 @@ def test_a_runs_cost_track_by_track(tmp_path: Path) -> None:
     unmeasured = RunCost(RateBook(tmp_path / "rates.json"), ans, labels)
     unmeasured.add(10.0, ["est_other"])
     assert unmeasured.missing == {"shared steps"}
+
+
+def test_a_runs_cost_uses_the_part_per_track(tmp_path: Path) -> None:
+    from mirflow.run.rates import Fit
+
+    book = RateBook(tmp_path / "rates.json")
+    ans = {"est_cpu": _Cpu()}
+    fit = Fit()  # 2 s per track + 0.1 s per audio second
+    for duration in (10.0, 100.0):
+        fit = fit.add(duration, 2.0 + 0.1 * duration)
+    book.observe("est_cpu", "cpu", ans["est_cpu"].params_hash(), compute_s=fit.c, audio_s=fit.a,
+                 tracks=2, fit=fit)
+    book.observe(DECODE, "cpu", "", compute_s=0.0011, audio_s=110.0, tracks=2,
+                 fit=Fit().add(10.0, 0.0001).add(100.0, 0.001))
+    book.save()
+    cost = RunCost(RateBook(tmp_path / "rates.json"), ans, {"est_cpu": "cpu"})
+    assert cost.add(30.0, ["est_cpu"]) == pytest.approx(2.0 + 3.0 + 0.0003)
+    assert cost.add(300.0, ["est_cpu"]) == pytest.approx(2.0 + 30.0 + 0.003)
+    assert cost.compute == {"est_cpu": pytest.approx(37.0)}

@@ -178,3 +178,68 @@ def test_the_coordinator_is_rated_per_track_and_per_executor(tmp_path: Path) -> 
     again.save()
     blended = RateBook(path).coordinator_per_track("local")
     assert blended == pytest.approx((0.5 * 6.0 + 1.0) / (0.5 * 2000 + 1000))
+
+
+def _fit(pairs: list[tuple[float, float]]) -> ratesmod.Fit:
+    fit = ratesmod.Fit()
+    for duration, seconds in pairs:
+        fit = fit.add(duration, seconds)
+    return fit
+
+
+def test_a_part_per_track_is_fitted_once_durations_differ() -> None:
+    from mirflow.run.rates import Fit, Rate
+
+    # compute = 0.5 s per track + 0.01 s per audio second, exactly
+    tracks = [(d, 0.5 + 0.01 * d) for d in (10.0, 30.0, 60.0, 200.0)]
+    fit = _fit(tracks)
+    per_track, per_second = fit.line()
+    assert per_track == pytest.approx(0.5) and per_second == pytest.approx(0.01)
+    rate = Rate(sum(c for _, c in tracks), sum(d for d, _ in tracks), len(tracks), fit=fit)
+    assert rate.seconds(100.0) == pytest.approx(1.5)
+    assert rate.seconds(5.0) == pytest.approx(0.55)
+    # the ratio alone: 4.0 s over 300 s of audio, 1.33 s for 100 s, 0.07 s for 5 s
+    assert Rate(rate.compute_s, rate.audio_s).seconds(100.0) == pytest.approx(100 * 4.0 / 300)
+    # alike durations cannot tell the parts apart: the ratio
+    alike = _fit([(30.0, 0.8), (31.0, 0.81), (29.0, 0.79)])
+    assert alike.line() is None
+    assert Rate(2.4, 90.0, 3, fit=alike).seconds(60.0) == pytest.approx(60 * 2.4 / 90)
+    # one track, or a fit that is no cost (longer tracks cheaper, or a negative part per track)
+    assert _fit([(10.0, 1.0)]).line() is None
+    assert _fit([(10.0, 2.0), (100.0, 1.0)]).line() is None
+    assert _fit([(10.0, 0.01), (100.0, 2.0)]).line() is None
+    assert Fit.from_list("junk") == Fit() and Fit.from_list([1, 2, 3]) == Fit()
+    assert Fit.from_list([1, -2, 3, 4, 5]) == Fit()
+
+
+def test_the_fit_is_saved_and_blended_like_the_rate(tmp_path: Path) -> None:
+    path = tmp_path / "rates.json"
+    book = RateBook(path)
+    clips = _fit([(10.0, 0.6), (10.0, 0.6)])  # a run of clips: 0.06 s per audio second
+    book.observe("rhythm", "cpu", "h", compute_s=1.2, audio_s=20.0, tracks=2, fit=clips)
+    book.save()
+    rate = RateBook(path).get("rhythm", "cpu", "h")
+    assert rate.fit == clips and rate.fit.line() is None
+    assert rate.seconds(200.0) == pytest.approx(12.0)  # the clips' ratio: too much for 200 s
+    # a run of full-length tracks: the line through both runs finds the part per track
+    longer = _fit([(200.0, 2.5), (240.0, 2.9)])
+    again = RateBook(path)
+    again.observe("rhythm", "cpu", "h", compute_s=5.4, audio_s=440.0, tracks=2, fit=longer)
+    again.save()
+    blended = RateBook(path).get("rhythm", "cpu", "h")
+    assert blended.fit == longer.plus(clips, weight=ratesmod.DECAY)
+    per_track, per_second = blended.fit.line()
+    assert per_track == pytest.approx(0.5, abs=0.01) and per_second == pytest.approx(0.01, rel=0.02)
+    assert blended.seconds(200.0) == pytest.approx(2.5, rel=0.02)
+    assert blended.seconds(10.0) == pytest.approx(0.6, rel=0.05)
+    # a rates file written before fits were kept is read, and the next run starts the sums
+    data = json.loads(path.read_text())
+    for entry in data["machines"].values():
+        for value in entry["rates"].values():
+            value.pop("fit", None)
+    path.write_text(json.dumps(data))
+    old = RateBook(path)
+    assert old.get("rhythm", "cpu", "h").fit == ratesmod.Fit()
+    old.observe("rhythm", "cpu", "h", compute_s=5.4, audio_s=440.0, tracks=2, fit=longer)
+    old.save()
+    assert RateBook(path).get("rhythm", "cpu", "h").fit == longer

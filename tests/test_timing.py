@@ -191,6 +191,26 @@ def test_decode_row_stage_busy_and_decode_rate(dataset: Path, tmp_path: Path) ->
     assert rate is not None and rate.per_audio_second == pytest.approx(0.05)
 
 
+def test_each_tracks_duration_and_compute_feed_the_rates_line(dataset: Path, tmp_path: Path) -> None:
+    """Tracks of 2 s and 8 s costing 0.3 s and 0.6 s: 0.2 s per track + 0.05 s per audio second."""
+    from mirflow.run.rates import DECODE
+
+    write_track(dataset, "short", sine(seconds=2.0))
+    write_track(dataset, "long", sine(seconds=8.0))
+    tracks = {t.relpath(dataset): t for t in discover(dataset)}
+    book = RateBook(tmp_path / "rates.json")
+    timing = Timing({"cpu_a": Cpu()}, unavailable={}, device="cpu", workers=1, rates=book)
+    for name, seconds in (("short", 0.3), ("long", 0.6)):
+        timing.track_done(tracks[name], {"cpu_a": AnalyzerResult(
+            status="ok", seconds=seconds, decode_seconds=seconds / 10)})
+    timing.finish(10.0)
+    again = RateBook(tmp_path / "rates.json")
+    rate = again.get("cpu_a", "cpu", Cpu().params_hash())
+    assert rate.fit.n == 2 and rate.fit.line() == (pytest.approx(0.2), pytest.approx(0.05))
+    assert rate.seconds(20.0) == pytest.approx(1.2)  # the ratio alone would say 0.9 / 10 * 20 = 1.8
+    assert again.get(DECODE, "cpu", "").seconds(20.0) == pytest.approx(0.12)
+
+
 def test_shared_steps_are_timed_apart_once_and_their_readers_noted(
         dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The 22.05 kHz mono view, its STFT and the frame levels are computed by the first analyzer
@@ -248,7 +268,7 @@ def test_shared_step_rows_rates_and_uses(dataset: Path, tmp_path: Path) -> None:
     again = RateBook(tmp_path / "rates.json")
     assert again.get(shared_name("stft@x"), "cpu", "").per_audio_second == pytest.approx(0.1)
     assert again.get("cpu_a", "cpu", Cpu().params_hash()).uses == ("stft@x",)
-    assert again.shared_rate("stft@x") == pytest.approx(0.1)
+    assert again.shared_rate("stft@x").seconds(10.0) == pytest.approx(1.0)
     assert again.shared_rate("never measured") is None
 
 

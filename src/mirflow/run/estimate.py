@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..analyzers.base import Analyzer
-from .rates import DECODE, RateBook
+from .rates import DECODE, Rate, RateBook
 
 
 def run_seconds(cpu_s: float, gpu_s: float, coordinator_s: float, *, workers: int, cores: int,
@@ -102,39 +102,44 @@ class RunCost:
     #: Due analyzers without a rate on this machine ("shared steps" when a step has none).
     missing: set[str] = field(default_factory=set)
 
+    #: Expected compute seconds of each due analyzer over the tracks added so far.
+    compute: dict[str, float] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
-        self._per_audio: dict[str, float | None] = {}
+        self._rates: dict[str, Rate | None] = {}
         self._uses: dict[str, frozenset[str]] = {}
         for name, a in self.analyzers.items():
             rate = self.rates.get(name, self.labels.get(name, "cpu"), a.params_hash())
-            self._per_audio[name] = rate.per_audio_second if rate else None
+            self._rates[name] = rate
             self._uses[name] = frozenset(rate.uses) if rate else frozenset()
-        decode = self.rates.get(DECODE, "cpu", "")
-        self._decode = decode.per_audio_second if decode else None
+        self._decode = self.rates.get(DECODE, "cpu", "")
 
     def rate(self, name: str) -> float | None:
-        """``name``'s compute seconds per audio second here (``None``: not measured yet)."""
-        return self._per_audio.get(name)
+        """``name``'s stored compute seconds per audio second here (``None``: not measured yet)."""
+        rate = self._rates.get(name)
+        return None if rate is None else rate.per_audio_second
 
     def add(self, duration: float, names: Iterable[str]) -> float:
         """Account one track of ``duration`` seconds with ``names`` due; returns its expected
         compute, one thread after another (CPU and GPU work: a weight for the progress bar).
+        Each part is its rate's :meth:`~mirflow.run.rates.Rate.seconds` for the duration.
         Decoding without a rate counts as nothing (a small part); a missing analyzer or step
         rate is noted in :attr:`missing` and counts as nothing."""
         names = [n for n in names if n in self.analyzers]
-        decode = (self._decode or 0.0) * duration
+        decode = self._decode.seconds(duration) if self._decode else 0.0
         shared: dict[str, float] = {}
         for step in frozenset().union(*(self._uses[n] for n in names)):
             rate = self.rates.shared_rate(step)
             if rate is None:
                 self.missing.add("shared steps")
-            shared[step] = (rate or 0.0) * duration
+            shared[step] = rate.seconds(duration) if rate else 0.0
         cpu, gpu = [], 0.0
         for name in names:
-            rate = self._per_audio[name]
+            rate = self._rates[name]
             if rate is None:
                 self.missing.add(name)
-            seconds = (rate or 0.0) * duration
+            seconds = rate.seconds(duration) if rate else 0.0
+            self.compute[name] = self.compute.get(name, 0.0) + seconds
             if self.labels.get(name, "cpu") == "cpu":
                 cls = type(self.analyzers[name])
                 cpu.append(AnalyzerCost(seconds, self._uses[name], cls.concurrent, cls.elastic))

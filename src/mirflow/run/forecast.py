@@ -5,7 +5,8 @@ the machine's rates file (:mod:`mirflow.run.rates`); nothing is decoded and no l
 
 The estimate: for each due (track, analyzer) pair, the analyzer's rate (compute seconds per audio
 second, measured by earlier runs on this machine with the same parameters and device) times the
-track's duration, plus decoding the track's mix and the shared steps (the resampled mono view,
+track's duration, or, once earlier runs rated tracks of different enough durations, a part per track
+plus a part per second (:meth:`~mirflow.run.rates.Rate.seconds`), plus decoding the track's mix and the shared steps (the resampled mono view,
 its STFT) that its due analyzers read, each once (rates of their own, see
 :mod:`mirflow.run.timing`). CPU analyzers share the worker processes (their sum is divided by the
 workers' cores; with fewer tracks than cores, a track's worker is lent idle cores, and the longest
@@ -151,7 +152,9 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
     for name, p in plans.items():
         p.rate = cost.rate(name) if name in labels else None
         if p.due and p.rate is not None:
-            p.compute_s = p.rate * p.audio_s
+            p.compute_s = cost.compute.get(name, 0.0)
+            if p.audio_s > 0:  # what the rate comes to on these tracks (a part per track included)
+                p.rate = p.compute_s / p.audio_s
     missing = [n for n, p in plans.items() if p.due and p.rate is None]
     if "shared steps" in cost.missing:
         missing.append("shared steps")

@@ -12,6 +12,14 @@ result, less that track's compute) are kept too, per set of analyzers and device
 Updating blends a run's measurement with the stored one: the stored compute and audio seconds are
 halved and the run's added, so recent runs dominate while one noisy run does not erase the history.
 The file is rewritten atomically under a file lock, merged with what other runs wrote meanwhile.
+
+Beside the ratio, each rate keeps the (equally blended) sums a straight line needs, ``compute =
+per_track + per_second x duration`` (:class:`Fit`), from each track's duration and compute. Many
+analyzers have a part per track that does not grow with the audio (Demucs pads a short track to
+whole segments, a beat tracker and a classifier have set-up work per call), so a ratio measured on
+30 s clips overestimates full-length tracks, and one measured on full-length tracks underestimates
+clips. Once the rated tracks' durations are spread enough to tell the two parts apart, estimates
+(:meth:`Rate.seconds`) use the line; until then, the ratio.
 """
 
 from __future__ import annotations
@@ -106,6 +114,62 @@ def machine_key() -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+#: Below this spread of the rated tracks' durations (standard deviation over mean), a part per track
+#: cannot be told from the part per second of audio: :meth:`Fit.line` gives none.
+MIN_SPREAD = 0.25
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Sums over the tracks behind a rate, blended like the rate: the tracks' weight ``n``, their
+    durations ``a`` (s), compute ``c`` (s), squared durations ``aa`` and durations times compute
+    ``ac``; what a least-squares line ``compute = per_track + per_second x duration`` needs."""
+
+    n: float = 0.0
+    a: float = 0.0
+    c: float = 0.0
+    aa: float = 0.0
+    ac: float = 0.0
+
+    def add(self, duration: float, seconds: float) -> Fit:
+        """These sums with one more track of ``duration`` audio seconds and ``seconds`` of compute."""
+        return Fit(self.n + 1, self.a + duration, self.c + seconds, self.aa + duration * duration,
+                   self.ac + duration * seconds)
+
+    def plus(self, other: Fit, *, weight: float = 1.0) -> Fit:
+        """These sums and ``other``'s times ``weight`` (:data:`DECAY` blends a stored history)."""
+        return Fit(self.n + weight * other.n, self.a + weight * other.a, self.c + weight * other.c,
+                   self.aa + weight * other.aa, self.ac + weight * other.ac)
+
+    def line(self) -> tuple[float, float] | None:
+        """``(per_track_s, per_second)`` of the fitted line, or ``None`` when the durations are too
+        alike (:data:`MIN_SPREAD`) or the fit is not a cost (a negative part)."""
+        if self.n < 2 or self.a <= 0:
+            return None
+        mean_a, mean_c = self.a / self.n, self.c / self.n
+        var = self.aa / self.n - mean_a * mean_a
+        if var <= (MIN_SPREAD * mean_a) ** 2:
+            return None
+        per_second = (self.ac / self.n - mean_a * mean_c) / var
+        per_track = mean_c - per_second * mean_a
+        if per_second <= 0 or per_track < 0:
+            return None
+        return per_track, per_second
+
+    def as_list(self) -> list[float]:
+        return [round(self.n, 4), round(self.a, 3), round(self.c, 4), round(self.aa, 1),
+                round(self.ac, 3)]
+
+    @classmethod
+    def from_list(cls, value: Any) -> Fit:
+        """The sums written by :meth:`as_list`; empty for anything else (rates saved before fits)."""
+        try:
+            n, a, c, aa, ac = (float(v) for v in value)
+        except (TypeError, ValueError):
+            return cls()
+        return cls(n, a, c, aa, ac) if min(n, a, c, aa, ac) >= 0 else cls()
+
+
 @dataclass(frozen=True)
 class Rate:
     """Blended compute seconds and audio seconds behind one rate."""
@@ -116,15 +180,27 @@ class Rate:
     updated: str = ""
     #: The shared steps the analyzer read in the last run that measured it.
     uses: tuple[str, ...] = ()
+    fit: Fit = Fit()
 
     @property
     def per_audio_second(self) -> float:
         """Seconds of compute per second of audio."""
         return self.compute_s / self.audio_s if self.audio_s > 0 else float("nan")
 
+    def seconds(self, duration: float) -> float:
+        """Expected compute seconds for one track of ``duration`` seconds: the fitted line when
+        there is one (:meth:`Fit.line`), else the ratio times the duration."""
+        line = self.fit.line()
+        if line is None:
+            return self.per_audio_second * duration
+        per_track, per_second = line
+        return per_track + per_second * duration
+
     def as_dict(self) -> dict[str, Any]:
         out = {"compute_s": round(self.compute_s, 4), "audio_s": round(self.audio_s, 3),
                "tracks": self.tracks, "updated": self.updated}
+        if self.fit.n:
+            out["fit"] = self.fit.as_list()
         return {**out, "uses": list(self.uses)} if self.uses else out
 
 
@@ -165,7 +241,8 @@ class RateBook:
             try:
                 self._rates[key] = Rate(float(value["compute_s"]), float(value["audio_s"]),
                                         int(value.get("tracks", 0)), str(value.get("updated", "")),
-                                        tuple(str(u) for u in value.get("uses") or ()))
+                                        tuple(str(u) for u in value.get("uses") or ()),
+                                        Fit.from_list(value.get("fit")))
             except (KeyError, TypeError, ValueError):
                 continue
 
@@ -228,24 +305,27 @@ class RateBook:
         if seconds >= 0:
             self._observed_startups.setdefault(key, []).append(seconds)
 
-    def shared_rate(self, step: str) -> float | None:
-        """Seconds of compute per second of audio of the shared ``step`` (rated as
-        :func:`shared_name`), or ``None`` when no run on this machine measured it."""
-        rate = self.get(shared_name(step), "cpu", "")
-        return None if rate is None else rate.per_audio_second
+    def shared_rate(self, step: str) -> Rate | None:
+        """The rate of the shared ``step`` (rated as :func:`shared_name`), or ``None`` when no run
+        on this machine measured it."""
+        return self.get(shared_name(step), "cpu", "")
 
     def observe(self, analyzer: str, device: str, params_hash: str, *, compute_s: float,
-                audio_s: float, tracks: int, uses: tuple[str, ...] = ()) -> None:
-        """Add a run's measurement (kept in memory until :meth:`save`)."""
+                audio_s: float, tracks: int, uses: tuple[str, ...] = (),
+                fit: Fit | None = None) -> None:
+        """Add a run's measurement (kept in memory until :meth:`save`); ``fit``: the sums over
+        its tracks one by one, when known."""
         if audio_s <= 0 or tracks <= 0:
             return
         key = rate_key(analyzer, device, params_hash)
         prev = self._observed.get(key)
+        fit = fit or Fit()
         if prev is not None:
             compute_s, audio_s, tracks = (prev.compute_s + compute_s, prev.audio_s + audio_s,
                                           prev.tracks + tracks)
             uses = tuple(sorted(set(prev.uses) | set(uses)))
-        self._observed[key] = Rate(compute_s, audio_s, tracks, uses=tuple(uses))
+            fit = prev.fit.plus(fit)
+        self._observed[key] = Rate(compute_s, audio_s, tracks, uses=tuple(uses), fit=fit)
 
     def save(self) -> None:
         """Blend the observed rates into the file (locked, merged, atomic). Errors are logged only:
@@ -272,7 +352,8 @@ class RateBook:
                         tracks = int(old.get("tracks", 0)) + obs.tracks
                     except (TypeError, ValueError):
                         compute, audio, tracks = obs.compute_s, obs.audio_s, obs.tracks
-                    rate = Rate(compute, audio, tracks, stamp, obs.uses)
+                    fit = obs.fit.plus(Fit.from_list(old.get("fit")), weight=DECAY)
+                    rate = Rate(compute, audio, tracks, stamp, obs.uses, fit)
                     rates[key] = rate.as_dict()
                     self._rates[key] = rate
                 startups = entry.setdefault("startup", {})

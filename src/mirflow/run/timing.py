@@ -47,7 +47,7 @@ from ..analyzers.base import Analyzer
 from ..core.dataset import Track
 from ..core.sidecar import AnalyzerResult
 from .estimate import RunCost, lent_threads
-from .rates import DECODE, RateBook, shared_name, startup_key
+from .rates import DECODE, Fit, RateBook, shared_name, startup_key
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,16 @@ class _Acc:
     compute_s: float = 0.0
     audio_s: float = 0.0
     apart_s: float = 0.0  # decoding and shared steps in this analyzer's calls (its stage was busy)
+    fit: Fit = Fit()  # the tracks of known duration one by one, for the rate's line
+
+    def add(self, seconds: float, duration: float | None) -> None:
+        """One more track: ``seconds`` of compute on ``duration`` seconds of audio (``None``:
+        unknown, counted in the totals only)."""
+        self.tracks += 1
+        self.compute_s += seconds
+        self.audio_s += duration or 0.0
+        if duration:
+            self.fit = self.fit.add(duration, seconds)
 
 
 class Timing:
@@ -336,15 +346,11 @@ class Timing:
             for step_acc, seconds in apart:
                 if seconds > 0:
                     acc.apart_s += seconds
-                    step_acc.tracks += 1
-                    step_acc.compute_s += seconds
-                    step_acc.audio_s += duration or 0.0
+                    step_acc.add(seconds, duration)
             if res.status != "ok":
                 continue
             self._uses.setdefault(name, set()).update(res.uses)
-            acc.tracks += 1
-            acc.compute_s += float(res.seconds or 0.0)
-            acc.audio_s += duration or 0.0
+            acc.add(float(res.seconds or 0.0), duration)
 
     def stage_busy(self, stage: str, seconds: float, *, slots: int = 1) -> None:
         """For executors that measure their stages: add busy seconds of ``stage``."""
@@ -392,7 +398,7 @@ class Timing:
             if self.rates is not None and acc.audio_s > 0:
                 self.rates.observe(name, labels[name], self.analyzers[name].params_hash(),
                                    compute_s=acc.compute_s, audio_s=acc.audio_s, tracks=acc.tracks,
-                                   uses=tuple(sorted(self._uses.get(name, ()))))
+                                   uses=tuple(sorted(self._uses.get(name, ()))), fit=acc.fit)
         report["decode"] = self._step_report(DECODE, self._decode)
         report["shared"] = {step: self._step_report(shared_name(step), acc)
                             for step, acc in sorted(self._shared.items())}
@@ -419,7 +425,7 @@ class Timing:
         """A decode or shared-step row of the report; its rate is saved as ``rated_as``."""
         if self.rates is not None and acc.audio_s > 0:
             self.rates.observe(rated_as, "cpu", "", compute_s=acc.compute_s, audio_s=acc.audio_s,
-                               tracks=acc.tracks)
+                               tracks=acc.tracks, fit=acc.fit)
         return {"tracks": acc.tracks, "compute_s": round(acc.compute_s, 3),
                 "audio_s": round(acc.audio_s, 3),
                 "x_realtime": round(acc.audio_s / acc.compute_s, 2) if acc.compute_s > 0 else None}
