@@ -109,7 +109,7 @@ def test_a_runs_cost_uses_the_part_per_track(tmp_path: Path) -> None:
     fit = Fit()  # 2 s per track + 0.1 s per audio second
     for duration in (10.0, 100.0):
         fit = fit.add(duration, 2.0 + 0.1 * duration)
-    book.observe("est_cpu", "cpu", ans["est_cpu"].params_hash(), compute_s=fit.c, audio_s=fit.a,
+    book.observe("est_cpu", "cpu", ans["est_cpu"].params_hash(), compute_s=15.0, audio_s=110.0,
                  tracks=2, fit=fit)
     book.observe(DECODE, "cpu", "", compute_s=0.0011, audio_s=110.0, tracks=2,
                  fit=Fit().add(10.0, 0.0001).add(100.0, 0.001))
