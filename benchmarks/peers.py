@@ -1,7 +1,8 @@
 """HTDemucs separation in fp32 on the CPU: `mirflow run` against the tools a user would run instead.
 
     python benchmarks/peers.py [--corpus corpus/orchestral] [--clips 4] [--seconds 30] [--repeat 2]
-        [--variants mirflow,apply-loop,onnx-loop,onnx-cli,demucs-cli] [--json out.json]
+        [--variants mirflow,mirflow-one-worker,apply-loop,onnx-loop,onnx-cli,demucs-cli]
+        [--json out.json]
 
 Issue 14 item 2 asks mirflow to be the fastest separation in fp32 too, without the memory of the
 ONNX Runtime peer. Every variant is a whole process (or, for the per-file commands, one process per
@@ -12,6 +13,8 @@ the same model: the full-size ``htdemucs`` architecture with random weights
 
 * ``mirflow``: ``mirflow run DATASET -a separation --sep-precision fp32 --device cpu`` with its
   defaults otherwise (local executor, one worker per core, elastic threads), stems written as FLAC.
+* ``mirflow-one-worker``: the same with ``-j 1 --cores N`` (N: this machine's cores): one worker
+  process, so one copy of the model, running its passes on every core.
 * ``apply-loop``: Demucs' own API the way the seed's optimized design uses it: the model loaded
   once, then per file decode, ``demucs.apply.apply_model``, stems written as FLAC; torch at the
   machine's cores.
@@ -54,7 +57,7 @@ from lane_memory import TreeSampler, _memory, _tree  # noqa: E402
 from separation import MODEL_NAME, SOURCES, clean, full_size_repo, make_clips  # noqa: E402
 from streaming import SEED_LOOP  # noqa: E402
 
-VARIANTS = ("mirflow", "apply-loop", "onnx-loop", "onnx-cli", "demucs-cli")
+VARIANTS = ("mirflow", "mirflow-one-worker", "apply-loop", "onnx-loop", "onnx-cli", "demucs-cli")
 #: The Hugging Face repository and file demucs-onnx downloads its single-file htdemucs from.
 ONNX_REPO, ONNX_FILE = "StemSplitio/htdemucs-onnx", "htdemucs.onnx"
 
@@ -125,10 +128,11 @@ def export_onnx(repo_model, work: Path) -> Path:
 def commands(variant: str, clips: list[Path], dataset: Path, repo: Path) -> list[list[str]]:
     """The process(es) of one variant over ``clips``."""
     py = sys.executable
-    if variant == "mirflow":
+    if variant.startswith("mirflow"):
+        one = ["-j", "1", "--cores", str(os.cpu_count() or 1)] if variant == "mirflow-one-worker" else []
         return [[py, "-m", "mirflow", "run", str(dataset), "-a", "separation", "--sep-repo", str(repo),
                  "--sep-model", MODEL_NAME, "--sep-precision", "fp32", "--device", "cpu",
-                 "--force", "all", "--json"]]
+                 "--force", "all", "--json", *one]]
     if variant == "apply-loop":
         return [[py, "-c", SEED_LOOP, str(Path(__file__).resolve().parent), str(os.cpu_count() or 1),
                  str(dataset), str(repo), "fp32"]]

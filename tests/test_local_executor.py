@@ -258,14 +258,15 @@ def test_a_worker_alone_takes_the_idle_cores_and_gives_them_back(dataset: Path, 
 
 def test_one_track_gets_every_core_of_the_budget(small_dataset: Path, probe_log: Path) -> None:
     """One track, ``workers=2``: the run starts one worker, which still gets both cores' threads;
-    with ``workers=1`` it is not elastic and keeps one."""
+    with ``workers=1`` it is not elastic and keeps one, unless ``cores=2`` (``-j 1 --cores 2``)
+    gives its one worker both cores."""
     import shutil
 
     for extra in ("track 1", "track 2", "track 3"):
         shutil.rmtree(small_dataset / extra)
-    for workers, allowance, blas in ((2, 2, 2), (1, None, 1)):
+    for workers, cores, allowance, blas in ((2, 0, 2, 2), (1, 0, None, 1), (1, 2, 2, 2)):
         summary = run(small_dataset, RunOptions(analyzers=["probe_threads"], workers=workers,
-                                                force=frozenset({"probe_threads"})))
+                                                cores=cores, force=frozenset({"probe_threads"})))
         assert summary.failed == 0 and summary.counts["probe_threads"]["done"] == 1, summary.failures
         data = sidecar(small_dataset / "track 0")
         assert (data["probe_threads_allowance"], data["probe_threads_blas"]) == (allowance, blas)

@@ -112,3 +112,17 @@ def test_limit_must_be_a_whole_positive_number() -> None:
     for bad in (-1, 2.5, True):
         with pytest.raises(ConfigError, match="limit"):
             build_options(Config(), analyzers=["loudness"], limit=bad)
+
+
+def test_cores_is_the_local_workers_budget_at_least_one_per_worker() -> None:
+    assert build_options(Config(), analyzers=["loudness"], workers=1, cores=4).cores == 4
+    assert build_options(Config(), analyzers=["loudness"]).cores == 0  # one per worker
+    assert build_options(validate({"run": {"cores": 3}}), analyzers=["loudness"]).cores == 3
+    with pytest.raises(ConfigError, match="--cores 2 is fewer than --workers 4"):
+        build_options(Config(), analyzers=["loudness"], workers=4, cores=2)
+    with pytest.raises(ConfigError, match="local executor's core budget; with --executor serial"):
+        build_options(Config(), analyzers=["loudness"], executor="serial", cores=2)
+    with pytest.raises(ConfigError, match="cores"):
+        validate({"run": {"cores": -1}})
+    with pytest.raises(ConfigError, match="cores must be"):
+        build_options(Config(), analyzers=["loudness"], cores=1.5)

@@ -223,6 +223,16 @@ def test_a_lone_track_runs_its_features_side_by_side_with_the_same_results(datas
                                  "--force", "all", "--json").stdout)
     assert planned["workers"] == 1 and planned["threads_per_track"] == os.cpu_count()
     assert planned["eta_s"] is not None
+    # -j 1 --cores 2: one worker on two cores, planned and run so
+    code, lent = run_json(str(dataset), "-a", "loudness,spectral,tonal,rhythm", "-j", "1",
+                          "--cores", "2", "--force", "all")
+    assert code == 0 and lent["timing"]["stages"]["workers"]["slots"] == 2
+    assert {k: v for k, v in sidecar(dataset / "lone").items() if not k.startswith("_")} == first
+    planned = json.loads(mirflow("plan", str(dataset), "-a", "loudness", "-j", "1", "--cores", "2",
+                                 "--force", "all", "--json").stdout)
+    assert planned["workers"] == 1 and planned["threads_per_track"] == 2
+    bad = mirflow("run", str(dataset), "-a", "loudness", "-j", "2", "--cores", "1")
+    assert bad.returncode == 2 and "--cores 1 is fewer than --workers 2" in bad.stderr
     # each shared step was computed once either way
     for summary in (side, alone):
         assert {s: r["tracks"] for s, r in summary["timing"]["shared"].items()} == {

@@ -182,11 +182,13 @@ def run(dataset: str | os.PathLike[str], *, analyzers: Iterable[str] | None = No
         force: Iterable[str] | None = None, retry_failed: bool = False,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         config: str | os.PathLike[str] | None = None,
-        progress: Callable[..., None] | None = None, limit: int | None = None) -> "RunSummary":
+        progress: Callable[..., None] | None = None, limit: int | None = None,
+        cores: int | None = None) -> "RunSummary":
     """Analyse every track of ``dataset`` that has something due, as ``mirflow run`` does.
 
     Options default to ``DATASET/mirflow.toml`` (or ``config``), then to mirflow's defaults.
     ``limit``: at most this many of the due tracks, spread evenly over the dataset (``--limit``).
+    ``cores``: the CPU cores the local workers share (``--cores``; default one per worker).
     ``progress(event, **data)`` is called with ``plan``, ``track`` and ``stopping`` events.
     Returns the :class:`~mirflow.run.coordinator.RunSummary` (counts per analyzer, failures).
     """
@@ -194,7 +196,7 @@ def run(dataset: str | os.PathLike[str], *, analyzers: Iterable[str] | None = No
 
     root = Path(dataset)
     options = _options(root, config, analyzers=list(analyzers) if analyzers else None,
-                       workers=workers, executor=executor, device=device,
+                       workers=workers, cores=cores, executor=executor, device=device,
                        force=list(force) if force else None, retry_failed=retry_failed,
                        params={k: dict(v) for k, v in (params or {}).items()}, limit=limit)
     return run_dataset(root, options, progress=progress)

@@ -91,12 +91,16 @@ def _options(dataset: Path, config: Path | None, **kw: Any):
 
 
 _dataset_arg = click.argument("dataset", type=click.Path(path_type=Path, file_okay=False, exists=True))
+CORES_HELP = ("CPU cores the local workers share (default: one per worker). With fewer workers "
+              "than cores, e.g. -j 1 --cores 8, each worker runs on several cores: less memory "
+              "(one model copy per worker), most of the speed.")
 
 
 @main.command()
 @_dataset_arg
 @click.option("--analyzers", "-a", help="Comma-separated analyzers (default: all; see `mirflow analyzers`).")
 @click.option("--workers", "-j", type=click.IntRange(min=0), help="Worker processes (default: cores).")
+@click.option("--cores", type=click.IntRange(min=1), help=CORES_HELP)
 @click.option("--executor", type=click.Choice(["serial", "local", "ray"]), help="Where to run (default: local).")
 @click.option("--device", help="auto | cpu | cuda | cuda:N | mps (GPU analyzers).")
 @click.option("--force", help="Recompute these analyzers (comma-separated, or 'all').")
@@ -128,10 +132,10 @@ _dataset_arg = click.argument("dataset", type=click.Path(path_type=Path, file_ok
 @click.option("--save-config", is_flag=True,
               help="Keep the --set and flag parameters in DATASET/mirflow.toml (or --config FILE).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary instead of the table.")
-def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str | None,
-        device: str | None, force: str | None, retry_failed: bool, chunk: int | None,
-        config: Path | None, sets: tuple[str, ...], ray_address: str | None, as_json: bool,
-        save_config: bool, **param_flags: Any) -> None:
+def run(dataset: Path, analyzers: str | None, workers: int | None, cores: int | None,
+        executor: str | None, device: str | None, force: str | None, retry_failed: bool,
+        chunk: int | None, config: Path | None, sets: tuple[str, ...], ray_address: str | None,
+        as_json: bool, save_config: bool, **param_flags: Any) -> None:
     """Analyse every track of DATASET that has something due (resumable, safe to run twice)."""
     from .progress import RunProgress
     from ..run.coordinator import run as run_dataset
@@ -139,7 +143,7 @@ def run(dataset: Path, analyzers: str | None, workers: int | None, executor: str
     track_timeout, max_memory = param_flags.pop("track_timeout"), param_flags.pop("max_memory")
     strict, limit = param_flags.pop("strict"), param_flags.pop("limit")
     options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers),
-                       workers=workers, executor=executor, device=device,
+                       workers=workers, cores=cores, executor=executor, device=device,
                        force=cfgmod.parse_names(force), retry_failed=retry_failed, chunk=chunk,
                        ray_address=ray_address, params=_collect_params(param_flags, sets),
                        track_timeout=track_timeout, max_memory=max_memory, limit=limit)
@@ -302,6 +306,7 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
 @click.option("--analyzers", "-a", help="Comma-separated analyzers (default: all).")
 @click.option("--workers", "-j", type=click.IntRange(min=0),
               help="Workers the run would use (default: cores; with ray, give the cluster's CPUs).")
+@click.option("--cores", type=click.IntRange(min=1), help=CORES_HELP)
 @click.option("--executor", type=click.Choice(["serial", "local", "ray"]),
               help="The executor the run would use (default: local): start-ups and the "
                    "coordinator's cost are measured per executor.")
@@ -311,15 +316,16 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="ANALYZER.PARAM=VALUE")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every due pair).")
-def plan(dataset: Path, analyzers: str | None, workers: int | None, executor: str | None,
-         device: str | None, force: str | None, retry_failed: bool, config: Path | None,
-         sets: tuple[str, ...], as_json: bool) -> None:
+def plan(dataset: Path, analyzers: str | None, workers: int | None, cores: int | None,
+         executor: str | None, device: str | None, force: str | None, retry_failed: bool,
+         config: Path | None, sets: tuple[str, ...], as_json: bool) -> None:
     """What `mirflow run` would do on DATASET, why, and an ETA from this machine's measured rates."""
     from ..run.forecast import plan as plan_dataset
     from .estimates import print_plan
 
     options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers), workers=workers,
-                       executor=executor, device=device, force=cfgmod.parse_names(force), retry_failed=retry_failed,
+                       cores=cores, executor=executor, device=device,
+                       force=cfgmod.parse_names(force), retry_failed=retry_failed,
                        params=cfgmod.parse_set(sets))
     report = plan_dataset(dataset, options)
     if as_json:

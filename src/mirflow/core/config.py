@@ -6,6 +6,7 @@ Example ``mirflow.toml`` (looked up as ``--config FILE``, else ``DATASET/mirflow
     [run]
     analyzers = ["loudness", "spectral", "tonal", "rhythm"]
     workers = 4
+    cores = 0                 # CPU cores the local workers share; 0 = one per worker
     executor = "local"        # serial | local | ray
     device = "auto"           # auto | cpu | cuda | cuda:N | rocm | rocm:N | mps
     track_timeout = 0         # seconds per track; 0 = max(600 s, 10 x its duration)
@@ -46,7 +47,9 @@ class RunOptions:
     analyzers: list[str]
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     executor: str = "local"
-    workers: int = 0  # 0 = number of cores
+    workers: int = 0  # 0 = number of cores (or ``cores`` when given)
+    #: CPU cores the local executor's workers share (elastic threads); 0 = one per worker
+    cores: int = 0
     #: resolved by build_options: "cpu", "cuda:0", "mps"; as given for status and for the ray
     #: executor (each Ray actor resolves it: the driver's machine may have no GPU)
     device: str = "cpu"
@@ -66,6 +69,7 @@ class RunSection(BaseModel):
 
     analyzers: list[str] | None = None
     workers: int = Field(0, ge=0, description="worker processes; 0 = number of cores")
+    cores: int = Field(0, ge=0, description="CPU cores the local workers share; 0 = one per worker")
     executor: Literal["serial", "local", "ray"] = "local"
     device: str = "auto"
     chunk: int = Field(0, ge=0, description="tracks per work unit; 0 = automatic")

@@ -173,8 +173,11 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
         return summary
 
     # the Ray executor sizes its CPU pool to the cluster's free CPUs (bounded by the tracks)
-    workers = options.workers or (len(pending) if options.executor == "ray" else os.cpu_count()) or 1
-    cores = workers  # the local workers' core budget: kept when fewer tracks than workers remain
+    workers = (options.workers or options.cores
+               or (len(pending) if options.executor == "ray" else os.cpu_count()) or 1)
+    # the local workers' core budget (--cores, else one per worker): kept when fewer tracks than
+    # workers remain, so the busy workers are lent the idle ones' cores
+    cores = max(options.cores, workers)
     workers = max(1, min(workers, len(pending)))
     timing = Timing(analyzers, unavailable=unavailable, device=options.device, started=started,
                     workers=1 if options.executor == "serial" else workers,

@@ -129,8 +129,10 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
         if due:
             decided.append((track, due, decisions))
     due_tracks = len(decided)
-    budget = 1 if options.executor == "serial" else max(1, options.workers or os.cpu_count() or 1)
-    workers = max(1, min(budget, max(due_tracks, 1)))
+    started = 1 if options.executor == "serial" else max(
+        1, options.workers or options.cores or os.cpu_count() or 1)
+    budget = max(started, options.cores)  # the local workers' cores (--cores, else one per worker)
+    workers = max(1, min(started, max(due_tracks, 1)))
     threads = lent_threads(options.executor, budget, workers)
     cost = RunCost(rates, {n: a for n, a in analyzers.items() if n in labels}, labels,
                    threads=threads)

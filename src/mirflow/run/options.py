@@ -78,7 +78,7 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
                   params: dict[str, dict[str, Any]] | None = None,
                   track_timeout: float | None = None,
                   max_memory: str | float | None = None, limit: int | None = None,
-                  resolve_device: bool = True) -> RunOptions:
+                  cores: int | None = None, resolve_device: bool = True) -> RunOptions:
     """Merge the file configuration with command-line overrides (which win) into run options.
 
     Every analyzer named anywhere (the run, ``[analyzers.NAME]``, ``--set``) is constructed once
@@ -120,8 +120,10 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
         raise ConfigError(f"unknown executor {chosen_executor!r} (serial, local or ray)")
     # the Ray executor resolves the device on each actor (the driver's machine may have no GPU)
     resolve_here = resolve_device and chosen_executor != "ray"
+    chosen_workers = run.workers if workers is None else workers
+    chosen_cores = _checked_cores(run.cores if cores is None else cores, chosen_workers, chosen_executor)
     return RunOptions(analyzers=names, params={k: v for k, v in merged.items() if k in order},
-                      executor=chosen_executor, workers=run.workers if workers is None else workers,
+                      executor=chosen_executor, workers=chosen_workers, cores=chosen_cores,
                       device=(resolve_run_device(device or run.device, order, built) if resolve_here
                               else _checked(device or run.device)), force=frozenset(forced),
                       retry_failed=retry_failed, chunk=run.chunk if chunk is None else chunk,
@@ -130,6 +132,20 @@ def build_options(cfg: Config, *, analyzers: list[str] | None = None, workers: i
                       max_memory=parse_size(memory) if (memory := max_memory or run.max_memory) else 0.0,
                       explicit_analyzers=bool(analyzers or cfg.run.analyzers),
                       limit=_checked_limit(limit))
+
+
+def _checked_cores(cores: int, workers: int, executor: str) -> int:
+    """``--cores``: the local executor's core budget, at least one core per worker (0: one per
+    worker, the default)."""
+    if isinstance(cores, bool) or not isinstance(cores, int) or cores < 0:
+        raise ConfigError(f"cores must be a whole number >= 1 (0: one per worker), got {cores!r}")
+    if cores and executor != "local":
+        raise ConfigError(f"cores (--cores) is the local executor's core budget; with --executor "
+                          f"{executor} use --workers" + (" (the CPU actors)" if executor == "ray" else ""))
+    if cores and workers > cores:
+        raise ConfigError(f"--cores {cores} is fewer than --workers {workers}: every worker uses a "
+                          f"core at least (give --cores {workers} or more, or fewer workers)")
+    return cores
 
 
 def _checked_limit(limit: int | None) -> int:
