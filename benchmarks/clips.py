@@ -77,3 +77,28 @@ def tree_env(src: Path | None, **extra: str) -> dict[str, str]:
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src / "src"), env.get("PYTHONPATH")]))
     return env
+
+
+def best_by_wall(rows: list[dict], key) -> dict:
+    """``{key(row): row}`` keeping each key's row of the lowest ``wall_s`` (best of interleaved
+    repeats: on a shared machine the fastest run is the one least disturbed)."""
+    best: dict = {}
+    for r in rows:
+        k = key(r)
+        if k not in best or r["wall_s"] < best[k]["wall_s"]:
+            best[k] = r
+    return best
+
+
+def record(script: str, rows: list[dict], load_start: tuple[float, float, float], **fields) -> dict:
+    """A benchmark's JSON record: date (UTC), machine, cores, load averages at the start and now,
+    the command that ran (``script`` and this process's arguments), ``fields`` and the ``rows``."""
+    import datetime
+    import os
+    import platform
+    import sys
+
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": platform.platform(), "cpus": os.cpu_count(), **fields,
+            "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
+            "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]), "rows": rows}

@@ -41,10 +41,8 @@ sampled every 0.1 s. The table shows each variant's best round by wall time.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -52,7 +50,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clips import children_cpu  # noqa: E402
+from clips import best_by_wall, children_cpu, record  # noqa: E402
 from lane_memory import TreeSampler, _memory, _tree  # noqa: E402
 from separation import MODEL_NAME, SOURCES, clean, full_size_repo, make_clips  # noqa: E402
 from streaming import SEED_LOOP  # noqa: E402
@@ -197,10 +195,7 @@ def main() -> None:
                 row["x_realtime"] = round(args.clips * args.seconds / row["wall_s"], 2)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "machine": platform.platform(), "cpus": os.cpu_count(), "clips": args.clips,
-           "seconds": args.seconds, "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
-           "command": "python benchmarks/peers.py " + " ".join(sys.argv[1:]), "rows": rows}
+    out = record("peers.py", rows, load_start, clips=args.clips, seconds=args.seconds)
     print(table(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
@@ -208,10 +203,7 @@ def main() -> None:
 
 def table(out: dict) -> str:
     """Markdown: each variant's best round by wall time, and its wall time over mirflow's."""
-    best: dict[str, dict] = {}
-    for r in out["rows"]:
-        if r["variant"] not in best or r["wall_s"] < best[r["variant"]]["wall_s"]:
-            best[r["variant"]] = r
+    best = best_by_wall(out["rows"], lambda r: r["variant"])
     ref = best.get("mirflow", {}).get("wall_s")
     lines = [f"Best of {max(r['repeat'] for r in out['rows']) + 1}, {out['clips']} x {out['seconds']:g} s, "
              f"load average {out['load_avg_start'][0]:.1f} -> {out['load_avg_end'][0]:.1f}", "",

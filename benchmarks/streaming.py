@@ -30,10 +30,8 @@ weight values).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -43,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from separation import MODEL_NAME, clean, full_size_repo, make_clips  # noqa: E402
-from clips import children_cpu  # noqa: E402
+from clips import best_by_wall, children_cpu, record  # noqa: E402
 
 
 class GpuSampler:
@@ -177,10 +175,8 @@ def main() -> None:
                         row["x_realtime"] = round(audio_s / row["wall_s"], 2)
                         print(json.dumps(row), flush=True)
                         rows.append(row)
-    out = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
-           "cpus": os.cpu_count(), "clips": args.clips, "seconds": args.seconds, "device": args.device,
-           "precision": args.precision, "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
-           "command": "python benchmarks/streaming.py " + " ".join(sys.argv[1:]), "rows": rows}
+    out = record("streaming.py", rows, load_start, clips=args.clips, seconds=args.seconds,
+                 device=args.device, precision=args.precision)
     print(best_of(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
@@ -188,11 +184,7 @@ def main() -> None:
 
 def best_of(out: dict) -> str:
     """A markdown table of each variant's best (lowest wall) run, its CPU seconds beside it."""
-    best: dict[tuple[str, str, int], dict] = {}
-    for r in out["rows"]:
-        key = (r["variant"], r["analyzers"], r["workers"])
-        if key not in best or r["wall_s"] < best[key]["wall_s"]:
-            best[key] = r
+    best = best_by_wall(out["rows"], lambda r: (r["variant"], r["analyzers"], r["workers"]))
     lines = [f"Best of {max(r['repeat'] for r in out['rows']) + 1}, {out['clips']} x "
              f"{out['seconds']:g} s, {out['precision']}, load average {out['load_avg_start'][0]:.1f} "
              f"-> {out['load_avg_end'][0]:.1f}", "",
