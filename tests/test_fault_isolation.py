@@ -281,3 +281,15 @@ def test_stems_follow_the_umask_like_sidecars(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert paths["drums"].stat().st_mode & 0o777 == 0o644
+
+
+def test_workers_for_memory() -> None:
+    from mirflow.run.limits import WORKER_MODELS_SHARE, workers_for_memory
+
+    gib = 1 << 30
+    assert WORKER_MODELS_SHARE == 0.5
+    assert workers_for_memory(8, int(1.5 * gib), 8 * gib) == 2  # 4 GiB for copies of 1.5 GiB
+    assert workers_for_memory(2, int(1.5 * gib), 8 * gib) == 2  # never more than asked
+    assert workers_for_memory(8, 4 * gib, 2 * gib) == 1  # never fewer than one
+    assert workers_for_memory(8, 0, 2 * gib) == 8  # no models
+    assert workers_for_memory(8, gib, 0.0) == 8  # budget unknown

@@ -6,6 +6,7 @@ the CPU, read from the lane's hold/release log.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -133,3 +134,41 @@ def test_a_model_the_lane_holds_counts_once_not_per_track(dataset: Path, tmp_pat
     again = run(dataset, RunOptions(analyzers=["probe_gpu"], workers=1, max_memory=5 * per_track,
                                     force=frozenset({"probe_gpu"})))
     assert again.failed == 6 and all("budget" in f.error for f in again.failures)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to start fewer workers than cores")
+def test_mirflow_starts_no_more_workers_than_their_model_copies_fit(
+        dataset: Path, probe_log: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each worker keeps the models it ran: with copies of 0.3 of the budget, half the budget holds
+    one, so mirflow starts one worker and lends it every core; the user's ``--workers`` stands, with
+    a warning, and the models are then counted per track in flight as before."""
+    import logging
+
+    import mirflow_probe
+
+    cores = os.cpu_count() or 1
+    for i in range(4):
+        write_track(dataset, f"t{i}", sine(200.0 + 20 * i, 0.5))
+    budget = 1 << 30
+    monkeypatch.setattr(mirflow_probe.Probe, "model_memory", int(0.3 * budget))
+    with caplog.at_level(logging.WARNING):
+        fitted = run(dataset, RunOptions(analyzers=["probe"], max_memory=budget))
+    assert fitted.failed == 0, fitted.failures
+    assert len({line.split()[1] for line in probe_calls(probe_log, "analyze")}) == 1
+    assert fitted.timing["stages"]["workers"]["slots"] == cores  # the cores are kept
+    assert fitted.timing["stages"]["workers"]["processes"] == 1
+    assert f"starting 1 worker(s) on {cores} cores" in caplog.text
+    from mirflow.run.forecast import plan
+
+    planned = plan(dataset, RunOptions(analyzers=["probe"], max_memory=budget,
+                                       force=frozenset({"probe"})))
+    assert planned.workers == 1 and planned.threads_per_track == cores  # the plan does the same
+    probe_log.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        chosen = run(dataset, RunOptions(analyzers=["probe"], workers=2, max_memory=budget,
+                                         force=frozenset({"probe"}), params={"probe": {"sleep": 0.3}}))
+    assert chosen.failed == 0, chosen.failures
+    assert len({line.split()[1] for line in probe_calls(probe_log, "analyze")}) == 2
+    assert "--workers 2: each worker keeps a copy of probe" in caplog.text

@@ -71,7 +71,8 @@ def test_report_and_rates(dataset: Path, tmp_path: Path) -> None:
                           "x_realtime": 10.0}
     assert a["gpu_a"]["tracks"] == 1 and a["gpu_a"]["x_realtime"] == 5.0  # failures not counted
     # on the CPU every analyzer shares the workers: busy 1.2 s of 2 slots x 4 s
-    assert report["stages"] == {"workers": {"slots": 2, "busy_s": 1.2, "busy_fraction": 0.15}}
+    assert report["stages"] == {"workers": {"slots": 2, "busy_s": 1.2, "busy_fraction": 0.15,
+                                            "processes": 2}}
     assert report["accelerator"]["busy_fraction"] is None
     assert report["accelerator"]["source"].startswith("n/a")
     assert report["first_result_s"] is not None and report["audio_s"] == 8.0

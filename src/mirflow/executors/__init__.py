@@ -24,6 +24,10 @@ class Executor(Protocol):
     #: Analyzers whose model one process holds for every track (the local GPU lane's, the serial
     #: executor's): ``--max-memory`` counts their models once for the run, the others' per track.
     models_held_once: frozenset[str]
+    #: Analyzers whose model each of the executor's ``workers`` processes keeps once it ran them
+    #: (the local executor's CPU workers): counted once per worker, busy or idle, not per track.
+    models_per_worker: frozenset[str]
+    workers: int
 
     def submit(self, units: list[WorkUnit]) -> "Future[list[dict[str, AnalyzerResult]]]": ...
 
@@ -32,12 +36,15 @@ class Executor(Protocol):
 
 def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device: str,
                   ray_address: str | None = None, memory_budget: float = 0.0,
-                  cores: int | None = None) -> Executor:
+                  cores: int | None = None,
+                  fit_memory_for: frozenset[str] | None = None) -> Executor:
     """Build the executor named ``kind`` (``serial``, ``local`` or ``ray``). ``memory_budget``: the
     run's (``--max-memory``, bytes; 0: unknown), which sizes the local GPU lane's queues. ``cores``:
     the core budget of the local executor's workers (elastic threads); the serial and Ray executors
     ignore it (serial: one process with the libraries' default threads; Ray: one CPU per actor, the
-    cluster's scheduler owns the cores)."""
+    cluster's scheduler owns the cores). ``fit_memory_for``: the analyzers due in the run when
+    mirflow chose ``workers`` (``None``: the user did); the local executor then starts no more
+    workers than their model copies fit in the budget (:func:`mirflow.run.limits.workers_for_memory`)."""
     if kind == "serial":
         from .serial import SerialExecutor
 
@@ -46,7 +53,7 @@ def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device:
         from .local import LocalExecutor
 
         return LocalExecutor(specs, workers=workers, device=device, memory_budget=memory_budget,
-                             cores=cores)
+                             cores=cores, fit_memory_for=fit_memory_for)
     if kind == "ray":
         from .ray import RayExecutor
 

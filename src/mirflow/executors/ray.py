@@ -361,8 +361,10 @@ class RayExecutor:
     decided from the cluster's GPUs, not from the driver's machine.
     """
 
-    #: Every actor holds its own copy of its analyzers' models: counted per track.
+    #: Every actor holds its own copy of its analyzers' models: counted per track (the actors are
+    #: spread over the cluster's machines; the budget is this machine's).
     models_held_once: frozenset[str] = frozenset()
+    models_per_worker: frozenset[str] = frozenset()
 
     def __init__(self, specs: list[AnalyzerSpec], *, workers: int, device: str = "auto",
                  address: str | None = None) -> None:
@@ -416,6 +418,7 @@ class RayExecutor:
                                                {"CPU": 1, "GPU": 1}, self.nodes),
                                    n_gpu, label="Ray GPU actor")
         n_cpu = max(1, min(int(workers) if workers else free_cpus, free_cpus))
+        self.workers = n_cpu  # the CPU actors
         cpu_cls = ray.remote(num_cpus=1, num_gpus=0, max_restarts=0, max_task_retries=0,
                              scheduling_strategy="SPREAD", runtime_env=env)(_Actor)
         self._pool = Supervisor(_RayBackend("cpu", cpu_cls, cpu_specs, "cpu", board, self._run_id,

@@ -56,6 +56,8 @@ class SerialExecutor:
         self.phase: tuple[str, str] = ("", "")
         self.worker = Worker(specs, device=device, on_phase=self._on_phase)
         self.models_held_once = frozenset(s.name for s in specs)  # one process, one copy of each
+        self.models_per_worker: frozenset[str] = frozenset()
+        self.workers = 1
 
     def _on_phase(self, step: str, name: str) -> None:
         self.phase = (step, name)

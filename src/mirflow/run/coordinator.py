@@ -179,22 +179,29 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     # workers remain, so the busy workers are lent the idle ones' cores
     cores = max(options.cores, workers)
     workers = max(1, min(workers, len(pending)))
-    timing = Timing(analyzers, unavailable=unavailable, device=options.device, started=started,
-                    workers=1 if options.executor == "serial" else workers,
-                    executor=options.executor, cores=cores if options.executor == "local" else 0)
-    timing.planned(root, due_names)  # durations, rates and the ETA, in a background thread
-    batchable = any(a.batchable for n, a in analyzers.items() if n not in unavailable)
-    # batch across tracks only while every worker still gets several chunks (load balance)
-    chunk = options.chunk or (max(1, min(4, len(pending) // (2 * workers))) if batchable else 1)
     specs = [AnalyzerSpec(n, options.params.get(n, {})) for n in analyzers
              if n not in unavailable]
     emit("phase", name="warming up: starting workers, loading models, compiling")
     budget = options.max_memory or limits.default_memory_budget()
+    due_all = frozenset().union(*due_names.values())
     executor = make_executor(options.executor, specs, workers=workers, device=options.device,
-                             ray_address=options.ray_address, memory_budget=budget, cores=cores)
-    # models one process holds for every track (the GPU lane's) are counted once, not per track
-    held = executor.models_held_once & set().union(*due_names.values())
-    fixed = limits.models_memory(held)
+                             ray_address=options.ray_address, memory_budget=budget, cores=cores,
+                             fit_memory_for=None if options.workers else due_all)
+    workers = executor.workers  # fewer when their model copies would not fit in the budget
+    timing = Timing(analyzers, unavailable=unavailable, device=options.device, started=started,
+                    workers=workers, executor=options.executor,
+                    cores=cores if options.executor == "local" else 0)
+    timing.planned(root, due_names)  # durations, rates and the ETA, in a background thread
+    batchable = any(a.batchable for n, a in analyzers.items() if n not in unavailable)
+    # batch across tracks only while every worker still gets several chunks (load balance)
+    chunk = options.chunk or (max(1, min(4, len(pending) // (2 * workers))) if batchable else 1)
+    # models one process holds for every track (the GPU lane's) count once; those each worker keeps
+    # once it ran them count once per worker, busy or idle; neither counts again per track
+    once, per_worker = executor.models_held_once & due_all, executor.models_per_worker & due_all
+    if not _worker_models_fit(workers, per_worker, budget):
+        per_worker = frozenset()  # the user's --workers: count the models per track in flight
+    fixed = limits.models_memory(once) + workers * limits.models_memory(per_worker)
+    held = once | per_worker
     inflight: dict[Future, list[tuple[WorkUnit, Lease]]] = {}
     submitting: list[tuple[WorkUnit, Lease]] = []
     waiting: list[tuple[WorkUnit, Lease]] = []  # leased, held back until memory frees up
@@ -313,6 +320,23 @@ def _count_terminal(summary: RunSummary, decisions: dict[str, Any]) -> None:
                UNAVAILABLE: "unavailable"}.get(d.state)
         if key:
             summary.counts[name][key] += 1
+
+
+def _worker_models_fit(workers: int, names: frozenset[str], budget: float) -> bool:
+    """Whether ``workers`` copies of the models of ``names`` fit in the budget's share for them
+    (:func:`~mirflow.run.limits.workers_for_memory`; always, when mirflow chose the workers). When
+    the user's ``--workers`` do not, say so: tracks in flight stay within the budget, but each idle
+    worker keeps the copies it loaded."""
+    per_worker = limits.models_memory(names)
+    if limits.workers_for_memory(workers, per_worker, budget) >= workers:
+        return True
+    log.warning("--workers %d: each worker keeps a copy of %s (about %s GiB) once it ran it, %s GiB "
+                "in all, more than %d %% of the %s GiB memory budget; the tracks in flight are kept "
+                "within the budget, the idle workers' copies are not (fewer workers with --cores, "
+                "or a larger --max-memory, avoid it)", workers, ", ".join(sorted(names)),
+                limits.describe_gib(per_worker), limits.describe_gib(workers * per_worker),
+                round(100 * limits.WORKER_MODELS_SHARE), limits.describe_gib(budget))
+    return False
 
 
 def _lease_chunk(pending: deque[Track], chunk: int, analyzers: dict[str, Analyzer],

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..core.config import RunOptions
 from ..core.dataset import discover
+from . import limits
 from .coordinator import build_analyzers
 from .plan import BLOCKED, DUE, decide, read_for_plan
 from .estimate import RunCost, lent_threads
@@ -133,6 +134,10 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
         1, options.workers or options.cores or os.cpu_count() or 1)
     budget = max(started, options.cores)  # the local workers' cores (--cores, else one per worker)
     workers = max(1, min(started, max(due_tracks, 1)))
+    if options.executor == "local" and not options.workers:  # as the run fits its workers to memory
+        on_cpu = {n for _, due, _ in decided for n in due if labels.get(n, "cpu") == "cpu"}
+        workers = limits.workers_for_memory(workers, limits.models_memory(on_cpu),
+                                            options.max_memory or limits.default_memory_budget())
     threads = lent_threads(options.executor, budget, workers)
     cost = RunCost(rates, {n: a for n, a in analyzers.items() if n in labels}, labels,
                    threads=threads)

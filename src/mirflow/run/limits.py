@@ -30,7 +30,11 @@ Every track is decoded whole into memory today; what each analyzer adds to that:
 
 A model (``Analyzer.model_memory``) counts once per track in flight, as each track in flight may
 have a worker process with its own copy, except where one process holds it for every track (the
-local executor's GPU lane: ``models_held_once``): there it counts once for the run.
+local executor's GPU lane: ``models_held_once``): there it counts once for the run; and with the
+local executor's CPU workers (``models_per_worker``), which keep the models they ran until the run
+ends, whether busy or not: there it counts once per worker. When mirflow chooses the number of
+workers it starts no more than fit their model copies in :data:`WORKER_MODELS_SHARE` of the budget
+(:func:`workers_for_memory`), keeping the cores: fewer workers are lent more threads each.
 """
 
 from __future__ import annotations
@@ -171,6 +175,20 @@ def models_memory(names: frozenset[str] | set[str]) -> int:
     from .. import analyzers as registry
 
     return sum(registry.get(n).model_memory for n in names)
+
+
+#: The share of the run's memory budget the CPU workers' own model copies may take when mirflow
+#: chooses the number of workers; the rest is for the tracks in flight (audio, stems, working sets).
+WORKER_MODELS_SHARE = 0.5
+
+
+def workers_for_memory(workers: int, per_worker: int, budget: float) -> int:
+    """The most workers, up to ``workers`` and at least one, whose model copies of ``per_worker``
+    bytes each fit in :data:`WORKER_MODELS_SHARE` of ``budget`` (bytes); ``workers`` when either is
+    unknown (0)."""
+    if per_worker <= 0 or budget <= 0:
+        return workers
+    return max(1, min(workers, int(WORKER_MODELS_SHARE * budget // per_worker)))
 
 
 #: The share of the run's memory budget the GPU lane's queues may hold (tracks decoded ahead, in

@@ -455,4 +455,6 @@ class Timing:
             out[stage] = {"slots": n, "busy_s": round(seconds, 3),
                           "busy_fraction": round(min(1.0, seconds / (n * wall_s)), 3)
                           if wall_s > 0 else None}
+            if stage == "workers" and self.executor == "local":
+                out[stage]["processes"] = self.workers
         return out
