@@ -141,7 +141,8 @@ def _checked_cores(cores: int, workers: int, executor: str) -> int:
         raise ConfigError(f"cores must be a whole number >= 1 (0: one per worker), got {cores!r}")
     if cores and executor != "local":
         raise ConfigError(f"cores (--cores) is the local executor's core budget; with --executor "
-                          f"{executor} use --workers" + (" (the CPU actors)" if executor == "ray" else ""))
+                          f"{executor} " + ("--workers bounds the CPU actors" if executor == "ray" else
+                                            "everything runs in this one process"))
     if cores and workers > cores:
         raise ConfigError(f"--cores {cores} is fewer than --workers {workers}: every worker uses a "
                           f"core at least (give --cores {workers} or more, or fewer workers)")
