@@ -290,8 +290,11 @@ def test_node_removed_mid_run_loses_and_duplicates_no_track(
 
 def test_cli_runs_on_the_cluster_named_by_ray_address(cluster: Cluster, dataset: Path) -> None:
     _tracks(dataset, 4)
-    deadline = time.time() + 60  # the actors of earlier tests release their CPUs asynchronously
-    while ray.available_resources().get("CPU", 0) < 3 and time.time() < deadline:
+    # the actors of earlier tests release their CPUs asynchronously, and the node the test before
+    # removed may still be counted (its CPU "available") until the cluster notices it is gone
+    deadline = time.time() + 60
+    while (ray.cluster_resources().get("CPU", 0) != 3 or ray.available_resources().get("CPU", 0) < 3) \
+            and time.time() < deadline:
         time.sleep(0.5)
     code, out = run_json(str(dataset), "-a", "loudness", "--executor", "ray",
                          "--ray-address", cluster.address, timeout=300)
