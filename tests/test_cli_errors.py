@@ -88,6 +88,16 @@ def test_device_this_machine_lacks_or_malformed_exits_2(one_track: Path) -> None
     assert "classifiers.device" in one_line(result)
 
 
+def test_bad_cores_and_memory_options_exit_2_with_one_line(one_track: Path) -> None:
+    for command in ("run", "plan"):
+        result = invoke(command, str(one_track), "-a", "loudness", "--max-memory", "2X")
+        assert result.exit_code == 2 and "expects a size such as 16G" in one_line(result)
+        result = invoke(command, str(one_track), "-a", "loudness", "-j", "3", "--cores", "2")
+        assert result.exit_code == 2 and "--cores 2 is fewer than --workers 3" in one_line(result)
+    result = invoke("plan", str(one_track), "-a", "loudness", "--max-memory", "1G", "--json")
+    assert result.exit_code == 0 and '"workers_before_memory": null' in result.output
+
+
 def test_corrupt_models_lock_file_exits_2_with_one_line(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "models"

@@ -164,6 +164,7 @@ def test_mirflow_starts_no_more_workers_than_their_model_copies_fit(
     planned = plan(dataset, RunOptions(analyzers=["probe"], max_memory=budget,
                                        force=frozenset({"probe"})))
     assert planned.workers == 1 and planned.threads_per_track == cores  # the plan does the same
+    assert planned.workers_before_memory == cores
     probe_log.unlink()
     caplog.clear()
     with caplog.at_level(logging.WARNING):

@@ -307,6 +307,9 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
 @click.option("--workers", "-j", type=click.IntRange(min=0),
               help="Workers the run would use (default: cores; with ray, give the cluster's CPUs).")
 @click.option("--cores", type=click.IntRange(min=1), help=CORES_HELP)
+@click.option("--max-memory", metavar="SIZE",
+              help="The run's memory budget (default: 80 percent of RAM): it bounds the workers "
+                   "that hold model copies.")
 @click.option("--executor", type=click.Choice(["serial", "local", "ray"]),
               help="The executor the run would use (default: local): start-ups and the "
                    "coordinator's cost are measured per executor.")
@@ -317,14 +320,14 @@ def status(dataset: Path, analyzers: str | None, config: Path | None, sets: tupl
 @click.option("--set", "sets", multiple=True, metavar="ANALYZER.PARAM=VALUE")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every due pair).")
 def plan(dataset: Path, analyzers: str | None, workers: int | None, cores: int | None,
-         executor: str | None, device: str | None, force: str | None, retry_failed: bool,
-         config: Path | None, sets: tuple[str, ...], as_json: bool) -> None:
+         max_memory: str | None, executor: str | None, device: str | None, force: str | None,
+         retry_failed: bool, config: Path | None, sets: tuple[str, ...], as_json: bool) -> None:
     """What `mirflow run` would do on DATASET, why, and an ETA from this machine's measured rates."""
     from ..run.forecast import plan as plan_dataset
     from .estimates import print_plan
 
     options = _options(dataset, config, analyzers=cfgmod.parse_names(analyzers), workers=workers,
-                       cores=cores, executor=executor, device=device,
+                       cores=cores, max_memory=max_memory, executor=executor, device=device,
                        force=cfgmod.parse_names(force), retry_failed=retry_failed,
                        params=cfgmod.parse_set(sets))
     report = plan_dataset(dataset, options)

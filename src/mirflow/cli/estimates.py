@@ -96,6 +96,10 @@ def print_plan(out: Console, report: Any) -> None:
         lent = f" of {report.threads_per_track} threads" if report.threads_per_track > 1 else ""
         out.print(f"ETA {clock(report.eta_s)} with {report.workers} worker(s){lent}{decoding}, from rates "
                   f"measured by earlier runs on this machine ({startup})")
+    if report.workers_before_memory:
+        out.print(f"{report.workers} worker(s), not {report.workers_before_memory}: each keeps a copy of "
+                  "its models, and more copies would not fit in half the memory budget "
+                  "(choose with --workers, --cores or --max-memory)")
 
 
 def print_timing(out: Console, timing: dict[str, Any]) -> None:

@@ -91,10 +91,14 @@ class PlanReport:
     #: Threads each due track's worker may use (above 1: the local executor lends the cores of
     #: workers it does not need, with fewer tracks than cores).
     threads_per_track: int = 1
+    #: The workers the run would have started had their model copies fit in the memory budget
+    #: (:func:`~mirflow.run.limits.workers_for_memory`); ``None`` when they fit.
+    workers_before_memory: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "tracks": self.tracks, "due_tracks": self.due_tracks,
                 "audio_s": round(self.audio_s, 3), "workers": self.workers,
+                "workers_before_memory": self.workers_before_memory,
                 "threads_per_track": self.threads_per_track,
                 "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
                 "decode_s": None if self.decode_s is None else round(self.decode_s, 3),
@@ -133,7 +137,7 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
     started = 1 if options.executor == "serial" else max(
         1, options.workers or options.cores or os.cpu_count() or 1)
     budget = max(started, options.cores)  # the local workers' cores (--cores, else one per worker)
-    workers = max(1, min(started, max(due_tracks, 1)))
+    workers = wanted = max(1, min(started, max(due_tracks, 1)))
     if options.executor == "local" and not options.workers:  # as the run fits its workers to memory
         on_cpu = {n for _, due, _ in decided for n in due if labels.get(n, "cpu") == "cpu"}
         workers = limits.workers_for_memory(workers, limits.models_memory(on_cpu),
@@ -176,4 +180,4 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
         executor=options.executor) + (startup or 0.0)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
                       missing, unknown, pairs, decode_s, shared_s, startup, startup_from,
-                      coordinator_s, threads)
+                      coordinator_s, threads, wanted if workers < wanted else None)
