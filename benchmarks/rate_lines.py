@@ -1,7 +1,8 @@
 """Does a part per track in the rates make `mirflow plan` better on tracks of another length?
 
     python benchmarks/rate_lines.py [--corpus corpus/orchestral] [--calibrate 12] [--clips 30]
-        [--seconds 8] [--analyzers loudness,spectral,tonal,rhythm] [--workers 2]
+        [--seconds 8] [--whole 0] [--analyzers loudness,spectral,tonal,rhythm] [--workers 2]
+        [--set ANALYZER.PARAM=VALUE ...]
 
 Rates are measured on one set of tracks and used on another. Until the rates kept a line
 (``compute = per_track + per_second x duration``, :class:`mirflow.run.rates.Fit`), a rate was the
@@ -13,7 +14,8 @@ cache (a temporary ``XDG_CACHE_HOME``):
    durations (a real collection's spread: seconds-long cues to ten-minute pieces);
 2. ``mirflow plan --json`` of two other datasets, with the rates as stored (the line) and with
    their line removed (the ratio alone, as before): ``--clips`` clips of ``--seconds`` from the
-   middle of other corpus tracks, and the whole corpus tracks not calibrated on;
+   middle of other corpus tracks, and the whole corpus tracks not calibrated on (``--whole N``: N of
+   them, spread over their durations; 0: all);
 3. ``mirflow run --json`` of each, for the compute each analyzer actually took.
 
 Prints, per dataset and analyzer, the planned compute seconds by line and by ratio against the
@@ -102,7 +104,10 @@ def main() -> None:
     ap.add_argument("--calibrate", type=int, default=12)
     ap.add_argument("--clips", type=int, default=30)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--whole", type=int, default=0, help="whole tracks to plan and run (0: all others)")
     ap.add_argument("--analyzers", default="loudness,spectral,tonal,rhythm")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="ANALYZER.PARAM=VALUE",
+                    help="passed to every mirflow command (e.g. a local separation model)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     tracks = sorted((sf.info(str(f)).duration, f) for f in args.corpus.glob("*/full_mix.*"))
@@ -111,8 +116,11 @@ def main() -> None:
     picked = {int(i) for i in np.linspace(0, len(tracks) - 1, args.calibrate)}
     calibrate = [f for i, (_, f) in enumerate(tracks) if i in picked]
     others = [f for i, (_, f) in enumerate(tracks) if i not in picked]
+    if args.whole and args.whole < len(others):
+        others = [others[int(i)] for i in np.linspace(0, len(others) - 1, args.whole)]
     longer = [f for d, f in tracks if d >= args.seconds + 2][:args.clips]
-    common = ["-a", args.analyzers, "-j", str(args.workers), "--device", "cpu"]
+    common = ["-a", args.analyzers, "-j", str(args.workers), "--device", "cpu",
+              *(x for s in args.sets for x in ("--set", s))]
     print(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       "cores": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 2),
                       "command": "python benchmarks/rate_lines.py " + " ".join(sys.argv[1:]),

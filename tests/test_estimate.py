@@ -45,6 +45,17 @@ def test_a_tracks_time_with_lent_threads() -> None:
         4.0 + 10.0 / 2 + 7.5 + 2.0)
     # never more than one after another
     assert track_seconds(0.0, {}, [AnalyzerCost(1.0), AnalyzerCost(1.0)], threads=4) == 2.0
+    # an elastic analyzer uses at most its own number of threads (separation: 4 passes)
+    capped = AnalyzerCost(16.0, elastic=True, max_threads=4)
+    assert track_seconds(0.0, {}, [capped], threads=16) == pytest.approx(4.0)
+    assert track_seconds(0.0, {}, [capped], threads=2) == pytest.approx(8.0)
+
+
+def test_the_longest_track_ends_up_with_every_core_of_the_local_budget() -> None:
+    from mirflow.run.estimate import lone_track_threads
+
+    assert lone_track_threads("local", 8) == 8
+    assert lone_track_threads("serial", 8) == 1 and lone_track_threads("ray", 8) == 1
 
 
 

@@ -237,3 +237,41 @@ def test_a_lone_track_runs_its_features_side_by_side_with_the_same_results(datas
     for summary in (side, alone):
         assert {s: r["tracks"] for s, r in summary["timing"]["shared"].items()} == {
             "frame-levels@22050/2048/512": 1, "mono@22050": 1, "stft@22050/2048/512": 1}
+
+
+class _Spread(Analyzer):
+    """An elastic analyzer that spreads 0.3 s of CPU work over two threads (a separation running
+    two passes at once)."""
+
+    name: ClassVar[str] = "spread_work"
+    elastic: ClassVar[bool] = True
+
+    def analyze(self, ctx: TrackContext) -> dict[str, Any]:
+        def spin() -> None:  # hashlib releases the GIL: the two threads really run at once
+            import hashlib
+
+            block, end = b"x" * (1 << 20), time.thread_time() + 0.3
+            while time.thread_time() < end:
+                hashlib.sha256(block).digest()
+
+        pair = [threading.Thread(target=spin) for _ in range(2)]
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join()
+        return {"spread_done": 1}
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two threads at once need two cores")
+def test_an_elastic_analyzers_compute_is_its_work_not_its_wall_time(
+        dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """0.6 s of CPU work in about 0.3 s of wall time on two threads: rated as 0.6 s, one thread's
+    work, so estimates that spread elastic work over a track's threads do not count it twice; on an
+    accelerator the wall time stands."""
+    monkeypatch.setitem(registry._REGISTRY, _Spread.name, _Spread)
+    units = _units(dataset, (_Spread.name,))
+    on_cpu = Worker([AnalyzerSpec(_Spread.name)], device="cpu").process(units)[0][_Spread.name]
+    assert on_cpu.status == "ok" and on_cpu.seconds >= 0.55
+    start = time.perf_counter()
+    on_gpu = Worker([AnalyzerSpec(_Spread.name)], device="cuda:0").process(units)[0][_Spread.name]
+    assert on_gpu.status == "ok" and on_gpu.seconds <= time.perf_counter() - start  # wall time

@@ -7,10 +7,11 @@ Shared by ``mirflow plan`` (:mod:`mirflow.run.forecast`) and the progress bar's 
   (each once), and each due analyzer's rate times the track's duration (CPU analyzers; GPU
   analyzers on an accelerator add to the GPU lane's total instead);
 * per track, with the threads a worker may use for it (the local executor lends the cores of idle
-  workers when fewer tracks than cores are in flight): decoding, then ``elastic`` analyzers spread
-  over the threads (separation's passes), ``concurrent`` ones side by side (the longest of them,
-  with the shared steps it reads, or their sum over the threads, whichever is longer), the others
-  one after another (:func:`track_seconds`).
+  workers when fewer tracks than cores are in flight, so the longest track ends up with all of
+  them once the others are done: :func:`lone_track_threads`): decoding, then ``elastic`` analyzers
+  spread over the threads (separation's passes, at most its ``max_cpu_lanes``), ``concurrent``
+  ones side by side (the longest of them, with the shared steps it reads, or their sum over the
+  threads, whichever is longer), the others one after another (:func:`track_seconds`).
 
 :func:`run_seconds` turns the totals into the run's seconds after its start-up: the slowest of the CPU
 work spread over the workers' cores, the longest track, the GPU lane and the coordinator.
@@ -46,6 +47,13 @@ def run_seconds(cpu_s: float, gpu_s: float, coordinator_s: float, *, workers: in
     return bound
 
 
+def lone_track_threads(executor: str, cores: int) -> int:
+    """Threads the longest track may end up with: with the local executor, once the other tracks
+    are done, every core of the workers' budget (elastic threads); else one. A run's duration is at
+    least this track's time with them (:func:`run_seconds`' ``longest_s``)."""
+    return lent_threads(executor, cores, 1)
+
+
 def lent_threads(executor: str, cores: int, workers: int) -> int:
     """Threads each track's worker may use: the local executor's workers share a core budget of
     ``cores``, so with fewer tracks (``workers``) than cores each is lent the idle cores' threads;
@@ -61,6 +69,7 @@ class AnalyzerCost:
     uses: frozenset[str] = frozenset()  # the shared steps it reads
     concurrent: bool = False  # may run beside other concurrent analyzers, in a thread of its own
     elastic: bool = False  # spreads its own work over the threads it is lent
+    max_threads: int = 0  # the most threads an elastic analyzer uses (0: as many as it is lent)
 
 
 def track_seconds(decode_s: float, shared: dict[str, float], costs: Iterable[AnalyzerCost],
@@ -76,7 +85,7 @@ def track_seconds(decode_s: float, shared: dict[str, float], costs: Iterable[Ana
     side_shared = sum(shared[s] for s in steps)
     paths = [c.seconds + sum(shared.get(s, 0.0) for s in c.uses) for c in side]
     parallel = (decode_s + sum(shared.values()) - side_shared
-                + sum(c.seconds for c in costs if c.elastic) / threads
+                + sum(c.seconds / min(threads, c.max_threads or threads) for c in costs if c.elastic)
                 + max(max(paths, default=0.0), (sum(c.seconds for c in side) + side_shared) / threads)
                 + sum(c.seconds for c in costs if not c.concurrent and not c.elastic))
     return min(serial, parallel)
@@ -142,7 +151,8 @@ class RunCost:
             self.compute[name] = self.compute.get(name, 0.0) + seconds
             if self.labels.get(name, "cpu") == "cpu":
                 cls = type(self.analyzers[name])
-                cpu.append(AnalyzerCost(seconds, self._uses[name], cls.concurrent, cls.elastic))
+                cpu.append(AnalyzerCost(seconds, self._uses[name], cls.concurrent, cls.elastic,
+                                        int(getattr(cls, "max_cpu_lanes", 0))))
             else:
                 gpu += seconds
         serial = decode + sum(shared.values()) + sum(c.seconds for c in cpu)

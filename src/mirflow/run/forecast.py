@@ -34,7 +34,7 @@ from ..core.dataset import discover
 from . import limits
 from .coordinator import build_analyzers
 from .plan import BLOCKED, DUE, decide, read_for_plan
-from .estimate import RunCost, lent_threads
+from .estimate import RunCost, lent_threads, lone_track_threads
 from .rates import DECODE, RateBook
 from .timing import Durations, device_labels
 
@@ -144,7 +144,7 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
                                             options.max_memory or limits.default_memory_budget())
     threads = lent_threads(options.executor, budget, workers)
     cost = RunCost(rates, {n: a for n, a in analyzers.items() if n in labels}, labels,
-                   threads=threads)
+                   threads=lone_track_threads(options.executor, budget))
     audio, unknown = 0.0, 0
     pairs: list[dict[str, str]] = []
     for track, due, decisions in decided:

@@ -46,7 +46,7 @@ from typing import Any
 from ..analyzers.base import Analyzer
 from ..core.dataset import Track
 from ..core.sidecar import AnalyzerResult
-from .estimate import RunCost, lent_threads
+from .estimate import RunCost, lone_track_threads
 from .rates import DECODE, Fit, RateBook, shared_name, startup_key
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class Timing:
         if self.rates is None:
             self.rates = RateBook()
         cost = RunCost(self.rates, self.analyzers, self.labels,
-                       threads=lent_threads(self.executor, self.cores, self.workers))
+                       threads=lone_track_threads(self.executor, self.cores))
         durations = {track.relpath(root): self.durations.get(track) or 0.0 for track, _ in items}
         weights = {track.relpath(root): cost.add(durations[track.relpath(root)], names)
                    for track, names in items}

@@ -179,6 +179,28 @@ class Apart:
         return self.decode + sum(self.shared.values()) + self.waited
 
 
+class ComputeTimer:
+    """Times an analyzer's calls: compute seconds are wall seconds, except for an ``elastic``
+    analyzer running alone in a CPU worker, which spreads its work over the threads it is lent:
+    there the larger of wall and process CPU seconds, so its rate stays one thread's work per second
+    of audio whatever it was lent (a separation running 2 passes at once takes half its work in wall
+    time, and estimates, which divide elastic work by the threads a track gets, would count the
+    speed-up twice). On an accelerator the wall time is the work."""
+
+    def __init__(self, analyzer: Analyzer, device: str, *, this_thread: bool = False) -> None:
+        self.cpu = (type(analyzer).elastic and not this_thread
+                    and not str(device).startswith(("cuda", "rocm", "mps")))
+        self._wall = self._cpu = 0.0
+
+    def start(self) -> None:
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time() if self.cpu else 0.0
+
+    def elapsed(self) -> float:
+        wall = time.perf_counter() - self._wall
+        return max(wall, time.process_time() - self._cpu) if self.cpu else wall
+
+
 class Worker:
     """Analyzer state for one worker; see the module docstring."""
 
@@ -436,23 +458,24 @@ class Worker:
         befores = [Apart.of(ctx, this_thread=this_thread) for ctx in ctxs]
         for ctx in ctxs:
             ctx.reader = name
+        timer = ComputeTimer(analyzer, self.device, this_thread=this_thread)
         try:
             if analyzer.batchable and len(ctxs) > 1:
-                start = time.perf_counter()
+                timer.start()
                 outs = analyzer.analyze_batch(ctxs)
-                elapsed = time.perf_counter() - start
+                elapsed = timer.elapsed()
                 aparts = [Apart.of(ctx, this_thread=this_thread) - b for ctx, b in zip(ctxs, befores)]
                 each = max(0.0, elapsed - sum(a.total for a in aparts)) / len(ctxs)
                 timed = [(o, each, a) for o, a in zip(outs, aparts)]
             else:
                 timed = []
                 for ctx, before in zip(ctxs, befores):
-                    start = time.perf_counter()
+                    timer.start()
                     try:
                         out: dict[str, Any] | BaseException = analyzer.analyze(ctx)
                     except Exception as exc:  # noqa: BLE001 - one bad track never stops the run
                         out = exc
-                    elapsed = time.perf_counter() - start
+                    elapsed = timer.elapsed()
                     apart = Apart.of(ctx, this_thread=this_thread) - before
                     timed.append((out, max(0.0, elapsed - apart.total), apart))
         finally:
