@@ -29,6 +29,7 @@ from typing import Any
 
 from .. import analyzers as registry
 from ..analyzers.base import Analyzer
+from ..core import devices
 from ..core.audio import Audio, TrackContext
 from ..core.dataset import Track
 from ..core.errors import Blocked, DecodeError, HandOffLost, MirflowError
@@ -180,16 +181,15 @@ class Apart:
 
 
 class ComputeTimer:
-    """Times an analyzer's calls: compute seconds are wall seconds, except for an ``elastic``
-    analyzer running alone in a CPU worker, which spreads its work over the threads it is lent:
-    there the larger of wall and process CPU seconds, so its rate stays one thread's work per second
-    of audio whatever it was lent (a separation running 2 passes at once takes half its work in wall
+    """Times an analyzer's calls: compute seconds are wall seconds, or with ``cpu`` the larger of
+    wall and process CPU seconds: for an ``elastic`` analyzer running alone in a CPU worker, which
+    spreads its work over the threads it is lent, so its rate stays one thread's work per second of
+    audio whatever it was lent (a separation running 2 passes at once takes half its work in wall
     time, and estimates, which divide elastic work by the threads a track gets, would count the
     speed-up twice). On an accelerator the wall time is the work."""
 
-    def __init__(self, analyzer: Analyzer, device: str, *, this_thread: bool = False) -> None:
-        self.cpu = (type(analyzer).elastic and not this_thread
-                    and not str(device).startswith(("cuda", "rocm", "mps")))
+    def __init__(self, *, cpu: bool) -> None:
+        self.cpu = cpu
         self._wall = self._cpu = 0.0
 
     def start(self) -> None:
@@ -212,6 +212,8 @@ class Worker:
         self.on_phase = on_phase or (lambda step, name: None)
         self.order = list(self.specs)
         self.device = device
+        #: Whether this worker's analyzers compute on the CPU (not a GPU lane or actor).
+        self.on_cpu = devices.parse(device)[0] == "cpu"
         self.threads = threads  # CPU threads per analyzer thread pool (0: library default)
         self._analyzers: dict[str, Analyzer] = {}
         self._setup_errors: dict[str, BaseException] = {}
@@ -458,7 +460,7 @@ class Worker:
         befores = [Apart.of(ctx, this_thread=this_thread) for ctx in ctxs]
         for ctx in ctxs:
             ctx.reader = name
-        timer = ComputeTimer(analyzer, self.device, this_thread=this_thread)
+        timer = ComputeTimer(cpu=type(analyzer).elastic and self.on_cpu and not this_thread)
         try:
             if analyzer.batchable and len(ctxs) > 1:
                 timer.start()
