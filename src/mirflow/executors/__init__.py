@@ -36,15 +36,16 @@ class Executor(Protocol):
 
 def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device: str,
                   ray_address: str | None = None, memory_budget: float = 0.0,
-                  cores: int | None = None,
-                  fit_memory_for: frozenset[str] | None = None) -> Executor:
+                  cores: int | None = None, due: frozenset[str] | None = None,
+                  fit_workers: bool = False) -> Executor:
     """Build the executor named ``kind`` (``serial``, ``local`` or ``ray``). ``memory_budget``: the
     run's (``--max-memory``, bytes; 0: unknown), which sizes the local GPU lane's queues. ``cores``:
     the core budget of the local executor's workers (elastic threads); the serial and Ray executors
     ignore it (serial: one process with the libraries' default threads; Ray: one CPU per actor, the
-    cluster's scheduler owns the cores). ``fit_memory_for``: the analyzers due in the run when
-    mirflow chose ``workers`` (``None``: the user did); the local executor then starts no more
-    workers than their model copies fit in the budget (:func:`mirflow.run.limits.workers_for_memory`)."""
+    cluster's scheduler owns the cores). ``due``: the analyzers due in the run (default: all);
+    ``fit_workers``: mirflow chose ``workers``, so the local executor may start fewer, as many as
+    their copies of the due analyzers' models fit in the budget
+    (:func:`mirflow.run.limits.workers_for_memory`)."""
     if kind == "serial":
         from .serial import SerialExecutor
 
@@ -53,7 +54,7 @@ def make_executor(kind: str, specs: list[AnalyzerSpec], *, workers: int, device:
         from .local import LocalExecutor
 
         return LocalExecutor(specs, workers=workers, device=device, memory_budget=memory_budget,
-                             cores=cores, fit_memory_for=fit_memory_for)
+                             cores=cores, due=due, fit_workers=fit_workers)
     if kind == "ray":
         from .ray import RayExecutor
 

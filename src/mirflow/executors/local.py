@@ -94,7 +94,7 @@ class LocalExecutor:
     def __init__(self, specs: list[AnalyzerSpec], *, workers: int, device: str = "auto",
                  threads_per_worker: int = 1, gpu_lane: bool | None = None,
                  memory_budget: float = 0.0, cores: int | None = None,
-                 fit_memory_for: frozenset[str] | None = None) -> None:
+                 due: frozenset[str] | None = None, fit_workers: bool = False) -> None:
         from .. import analyzers as registry
 
         self.workers = max(1, int(workers))
@@ -107,10 +107,12 @@ class LocalExecutor:
             gpu_specs = accelerated_specs(gpu_specs, accelerated_names(gpu_specs, device),
                                           gpus=f"{device} here")
         self._gpu_names = frozenset(s.name for s in gpu_specs) if gpu_lane and gpu_specs else frozenset()
-        #: Analyzers whose model every CPU worker keeps once it ran them, busy or idle.
+        #: Analyzers whose model every CPU worker keeps once it ran them, busy or idle: the run's
+        #: memory budget counts them once per worker (empty when the user's ``--workers`` copies do
+        #: not fit: then they count per track in flight, see :meth:`_fit_to_memory`).
         self.models_per_worker = frozenset(s.name for s in specs) - self._gpu_names
-        if fit_memory_for is not None:
-            self._fit_to_memory(fit_memory_for & self.models_per_worker, memory_budget)
+        self._fit_to_memory(self.models_per_worker & (due if due is not None else self.models_per_worker),
+                            memory_budget, fit_workers)
         self._pool = Supervisor(ProcessBackend(list(specs), device=device, threads=threads_per_worker,
                                                label="worker", cores=self.cores),
                                 self.workers, label="worker")
@@ -130,20 +132,29 @@ class LocalExecutor:
         if stale:
             log.info("removed %d shared-memory hand-off file(s) of earlier runs", stale)
 
-    def _fit_to_memory(self, names: frozenset[str], budget: float) -> None:
-        """Start no more workers than the model copies of ``names`` fit in the budget for them
-        (:func:`~mirflow.run.limits.workers_for_memory`); the core budget stays, so each of the fewer
-        workers is lent more threads."""
+    def _fit_to_memory(self, names: frozenset[str], budget: float, fit_workers: bool) -> None:
+        """When the workers' copies of the models of ``names`` do not fit in the budget's share for
+        them (:func:`~mirflow.run.limits.workers_for_memory`): with ``fit_workers`` (mirflow chose
+        the number) start fewer workers, keeping the core budget, so each is lent more threads;
+        else (the user's ``--workers``) keep them, say so, and leave the models to be counted per
+        track in flight."""
         per_worker = limits.models_memory(names)
         fitted = limits.workers_for_memory(self.workers, per_worker, budget)
-        if fitted < self.workers:
-            log.warning("%d workers would each hold a copy of %s (about %s GiB each), more than %d %% "
-                        "of the %s GiB memory budget allows: starting %d worker(s) on %d cores "
-                        "(choose with --workers, --cores or --max-memory)", self.workers,
-                        ", ".join(sorted(names)), limits.describe_gib(per_worker),
-                        round(100 * limits.WORKER_MODELS_SHARE), limits.describe_gib(budget),
+        if fitted >= self.workers:
+            return
+        copies = (f"{', '.join(sorted(names))} (about {limits.describe_gib(per_worker)} GiB each), "
+                  f"more than {round(100 * limits.WORKER_MODELS_SHARE)} % of the "
+                  f"{limits.describe_gib(budget)} GiB memory budget allows")
+        if fit_workers:
+            log.warning("%d workers would each hold a copy of %s: starting %d worker(s) on %d cores "
+                        "(choose with --workers, --cores or --max-memory)", self.workers, copies,
                         fitted, self.cores)
             self.workers = fitted
+        else:
+            log.warning("--workers %d: each worker keeps a copy of %s; the tracks in flight are kept "
+                        "within the budget, the idle workers' copies are not (fewer workers with "
+                        "--cores, or a larger --max-memory, avoid it)", self.workers, copies)
+            self.models_per_worker = frozenset()
 
     def submit(self, units: list[WorkUnit]) -> "Future[list[dict[str, AnalyzerResult]]]":
         if self._gpu is None or not any(set(u.due) & self._gpu_names for u in units):

@@ -186,7 +186,7 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     due_all = frozenset().union(*due_names.values())
     executor = make_executor(options.executor, specs, workers=workers, device=options.device,
                              ray_address=options.ray_address, memory_budget=budget, cores=cores,
-                             fit_memory_for=None if options.workers else due_all)
+                             due=due_all, fit_workers=not options.workers)
     workers = executor.workers  # fewer when their model copies would not fit in the budget
     timing = Timing(analyzers, unavailable=unavailable, device=options.device, started=started,
                     workers=workers, executor=options.executor,
@@ -198,8 +198,6 @@ def run(dataset: str | os.PathLike[str], options: RunOptions, *,
     # models one process holds for every track (the GPU lane's) count once; those each worker keeps
     # once it ran them count once per worker, busy or idle; neither counts again per track
     once, per_worker = executor.models_held_once & due_all, executor.models_per_worker & due_all
-    if not _worker_models_fit(workers, per_worker, budget):
-        per_worker = frozenset()  # the user's --workers: count the models per track in flight
     fixed = limits.models_memory(once) + workers * limits.models_memory(per_worker)
     held = once | per_worker
     inflight: dict[Future, list[tuple[WorkUnit, Lease]]] = {}
@@ -320,23 +318,6 @@ def _count_terminal(summary: RunSummary, decisions: dict[str, Any]) -> None:
                UNAVAILABLE: "unavailable"}.get(d.state)
         if key:
             summary.counts[name][key] += 1
-
-
-def _worker_models_fit(workers: int, names: frozenset[str], budget: float) -> bool:
-    """Whether ``workers`` copies of the models of ``names`` fit in the budget's share for them
-    (:func:`~mirflow.run.limits.workers_for_memory`; always, when mirflow chose the workers). When
-    the user's ``--workers`` do not, say so: tracks in flight stay within the budget, but each idle
-    worker keeps the copies it loaded."""
-    per_worker = limits.models_memory(names)
-    if limits.workers_for_memory(workers, per_worker, budget) >= workers:
-        return True
-    log.warning("--workers %d: each worker keeps a copy of %s (about %s GiB) once it ran it, %s GiB "
-                "in all, more than %d %% of the %s GiB memory budget; the tracks in flight are kept "
-                "within the budget, the idle workers' copies are not (fewer workers with --cores, "
-                "or a larger --max-memory, avoid it)", workers, ", ".join(sorted(names)),
-                limits.describe_gib(per_worker), limits.describe_gib(workers * per_worker),
-                round(100 * limits.WORKER_MODELS_SHARE), limits.describe_gib(budget))
-    return False
 
 
 def _lease_chunk(pending: deque[Track], chunk: int, analyzers: dict[str, Analyzer],
