@@ -234,18 +234,30 @@ def to_stereo(samples: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _ThreadTally:
-    """What one thread spent on one track outside the analyzer it runs: decoding, each shared step
-    it computed (seconds by step), and waiting for another thread's decode or view."""
+class Apart:
+    """Seconds spent on a track outside an analyzer's own compute, reported apart from it:
+    decoding, each shared step computed (seconds by step, ``TrackContext.shared_seconds``), and
+    waiting for another thread's decode or view."""
 
     decode: float = 0.0
-    shared: Counter = field(default_factory=Counter)
+    shared: dict[str, float] = field(default_factory=dict)
     waited: float = 0.0
-    reader: str = ""
+
+    def __sub__(self, before: "Apart") -> "Apart":
+        shared = {k: v - before.shared.get(k, 0.0) for k, v in self.shared.items()}
+        return Apart(self.decode - before.decode, {k: v for k, v in shared.items() if v > 0},
+                     self.waited - before.waited)
 
     @property
     def total(self) -> float:
         return self.decode + sum(self.shared.values()) + self.waited
+
+
+@dataclass
+class _ThreadTally(Apart):
+    """What one thread has spent on one track (:class:`Apart`), and who reads in it now."""
+
+    reader: str = ""
 
 
 @dataclass
@@ -318,11 +330,15 @@ class TrackContext:
     def reader(self, name: str) -> None:
         self._mine().reader = name
 
-    def apart(self) -> "_ThreadTally":
-        """What the calling thread has spent so far decoding, on each shared step and waiting for
-        another thread's decode or view (a copy)."""
+    def apart(self, *, this_thread: bool = True) -> Apart:
+        """What has been spent so far decoding, on each shared step and waiting for another
+        thread's decode or view (a copy): by the calling thread (an analyzer running beside others,
+        in a thread of its own), or by every thread (an analyzer running alone, which may read the
+        context from threads of its own; no waiting then)."""
+        if not this_thread:
+            return Apart(self.decode_seconds, dict(self.shared_seconds))
         mine = self._mine()
-        return _ThreadTally(mine.decode, Counter(mine.shared), mine.waited)
+        return Apart(mine.decode, dict(mine.shared), mine.waited)
 
     @contextmanager
     def _hold(self, key: Hashable) -> Iterator[None]:
@@ -400,13 +416,6 @@ class TrackContext:
                 self._memo[key] = compute()
         return self._memo[key]
 
-    @property
-    def apart_seconds(self) -> float:
-        """Seconds the calling thread spent so far decoding, on shared steps and waiting for
-        another thread's: work done for every analyzer, which each analyzer's compute time leaves
-        out."""
-        return self._mine().total
-
     def shared(self, step: str, key: Hashable, compute: Callable[[], T]) -> T:
         """:meth:`memo` for a shared step (see :attr:`shared_seconds`): the reader's use of
         ``step`` is noted, and its computation timed, decoding and nested shared steps excluded."""
@@ -425,7 +434,7 @@ class TrackContext:
                 took = max(0.0, time.perf_counter() - start - (mine.total - apart))
                 with self._guard:
                     self.shared_seconds[step] += took
-                mine.shared[step] += took
+                mine.shared[step] = mine.shared.get(step, 0.0) + took
 
         return self.memo(key, timed)
 

@@ -30,7 +30,7 @@ from typing import Any
 from .. import analyzers as registry
 from ..analyzers.base import Analyzer
 from ..core import devices
-from ..core.audio import Audio, TrackContext
+from ..core.audio import Apart, Audio, TrackContext
 from ..core.dataset import Track
 from ..core.errors import Blocked, DecodeError, HandOffLost, MirflowError
 from ..core.shared import Shipped, ship
@@ -148,36 +148,6 @@ def describe(exc: BaseException) -> str:
     """``"DecodeError: reason"`` style text for a record."""
     text = str(exc).strip() or repr(exc)
     return f"{type(exc).__name__}: {text}"
-
-
-@dataclass
-class Apart:
-    """Seconds a context has spent decoding and on shared steps (``TrackContext.shared_seconds``):
-    what an analyzer's call did for all analyzers, reported apart from its own compute."""
-
-    decode: float = 0.0
-    shared: dict[str, float] = field(default_factory=dict)
-    #: Waiting for another thread's decode or shared step (not this analyzer's compute either).
-    waited: float = 0.0
-
-    @classmethod
-    def of(cls, ctx: TrackContext, *, this_thread: bool = False) -> "Apart":
-        """What ``ctx`` has spent so far, in every thread (an analyzer running alone, which may
-        read the context from threads of its own), or in the calling thread only (an analyzer
-        running beside others, in a thread of its own)."""
-        if not this_thread:
-            return cls(ctx.decode_seconds, dict(ctx.shared_seconds))
-        mine = ctx.apart()
-        return cls(mine.decode, dict(mine.shared), mine.waited)
-
-    def __sub__(self, before: "Apart") -> "Apart":
-        shared = {k: v - before.shared.get(k, 0.0) for k, v in self.shared.items()}
-        return Apart(self.decode - before.decode, {k: v for k, v in shared.items() if v > 0},
-                     self.waited - before.waited)
-
-    @property
-    def total(self) -> float:
-        return self.decode + sum(self.shared.values()) + self.waited
 
 
 class ComputeTimer:
@@ -457,7 +427,7 @@ class Worker:
             return
         # the mix is decoded, and the shared steps computed, by the first analyzer that reads
         # them: that time is reported apart (``Apart``), so rates do not depend on the order
-        befores = [Apart.of(ctx, this_thread=this_thread) for ctx in ctxs]
+        befores = [ctx.apart(this_thread=this_thread) for ctx in ctxs]
         for ctx in ctxs:
             ctx.reader = name
         timer = ComputeTimer(cpu=type(analyzer).elastic and self.on_cpu and not this_thread)
@@ -466,7 +436,7 @@ class Worker:
                 timer.start()
                 outs = analyzer.analyze_batch(ctxs)
                 elapsed = timer.elapsed()
-                aparts = [Apart.of(ctx, this_thread=this_thread) - b for ctx, b in zip(ctxs, befores)]
+                aparts = [ctx.apart(this_thread=this_thread) - b for ctx, b in zip(ctxs, befores)]
                 each = max(0.0, elapsed - sum(a.total for a in aparts)) / len(ctxs)
                 timed = [(o, each, a) for o, a in zip(outs, aparts)]
             else:
@@ -478,7 +448,7 @@ class Worker:
                     except Exception as exc:  # noqa: BLE001 - one bad track never stops the run
                         out = exc
                     elapsed = timer.elapsed()
-                    apart = Apart.of(ctx, this_thread=this_thread) - before
+                    apart = ctx.apart(this_thread=this_thread) - before
                     timed.append((out, max(0.0, elapsed - apart.total), apart))
         finally:
             for ctx in ctxs:
