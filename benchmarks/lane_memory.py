@@ -139,12 +139,13 @@ def _shm_bytes(owner: int) -> int:
 
 
 class TreeSampler:
-    """Peak summed RSS and PSS of a process tree, sampled every ``interval`` seconds in a thread."""
+    """Peak summed RSS and PSS of a process tree, and its largest process's peak RSS
+    (``peak_single``), sampled every ``interval`` seconds in a thread."""
 
     def __init__(self, pid: int, interval: float = 0.1) -> None:
         self.pid, self.interval = pid, interval
         self.peak_rss = self.peak_pss = self.peak_shm = self.peak_pss_shm = 0
-        self.peak_procs = 0
+        self.peak_procs = self.peak_single = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -154,6 +155,7 @@ class TreeSampler:
             pids = _tree(self.pid)
             sizes = [_memory(p) for p in pids]
             self.peak_rss = max(self.peak_rss, sum(r for r, _ in sizes))
+            self.peak_single = max([self.peak_single, *(r for r, _ in sizes)])
             self.peak_pss = max(self.peak_pss, sum(p for _, p in sizes))
             shm = _shm_bytes(self.pid)
             self.peak_shm = max(self.peak_shm, shm)

@@ -51,7 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clips import best_by_wall, children_cpu, record  # noqa: E402
-from lane_memory import TreeSampler, _memory, _tree  # noqa: E402
+from lane_memory import TreeSampler  # noqa: E402
 from separation import MODEL_NAME, SOURCES, clean, full_size_repo, make_clips  # noqa: E402
 from streaming import SEED_LOOP  # noqa: E402
 
@@ -68,21 +68,6 @@ ONNX_LOOP = ("import sys\n"
              "                         providers='cpu', progress=False)\n")
 
 
-class TreeAndLargest(TreeSampler):
-    """:class:`TreeSampler`'s peak summed PSS of a process tree, and its largest process's RSS."""
-
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.peak_single = 0
-        super().__init__(pid, interval)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            sizes = [_memory(p) for p in _tree(self.pid)]
-            self.peak_pss = max(self.peak_pss, sum(pss for _, pss in sizes))
-            self.peak_single = max([self.peak_single, *(rss for rss, _ in sizes)])
-            time.sleep(self.interval)
-
-
 def measure(commands: list[list[str]], env: dict[str, str] | None = None) -> dict[str, float]:
     """Run ``commands`` one after another (each a whole process): wall and CPU seconds, and the
     peak PSS of each command's process tree (the largest over the commands) and of its largest
@@ -91,7 +76,7 @@ def measure(commands: list[list[str]], env: dict[str, str] | None = None) -> dic
     peak_pss = peak_single = 0
     for cmd in commands:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        sampler = TreeAndLargest(proc.pid)
+        sampler = TreeSampler(proc.pid)
         out, err = proc.communicate()
         sampler.stop()
         if proc.returncode != 0:

@@ -136,15 +136,15 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
     due_tracks = len(decided)
     started = 1 if options.executor == "serial" else max(
         1, options.workers or options.cores or os.cpu_count() or 1)
-    budget = max(started, options.cores)  # the local workers' cores (--cores, else one per worker)
+    cores = max(started, options.cores)  # the local workers' core budget (--cores, else one each)
     workers = wanted = max(1, min(started, max(due_tracks, 1)))
     if options.executor == "local" and not options.workers:  # as the run fits its workers to memory
         on_cpu = {n for _, due, _ in decided for n in due if labels.get(n, "cpu") == "cpu"}
         workers = limits.workers_for_memory(workers, limits.models_memory(on_cpu),
                                             options.max_memory or limits.default_memory_budget())
-    threads = lent_threads(options.executor, budget, workers)
+    threads = lent_threads(options.executor, cores, workers)
     cost = RunCost(rates, {n: a for n, a in analyzers.items() if n in labels}, labels,
-                   threads=lone_track_threads(options.executor, budget))
+                   threads=lone_track_threads(options.executor, cores))
     audio, unknown = 0.0, 0
     pairs: list[dict[str, str]] = []
     for track, due, decisions in decided:
@@ -176,7 +176,7 @@ def plan(dataset: str | os.PathLike[str], options: RunOptions, *,
     per_track = rates.coordinator_per_track(options.executor)
     coordinator_s = None if per_track is None else per_track * due_tracks
     eta = None if missing else cost.seconds(
-        coordinator_s or 0.0, workers=budget if options.executor == "local" else workers,
+        coordinator_s or 0.0, workers=cores if options.executor == "local" else workers,
         executor=options.executor) + (startup or 0.0)
     return PlanReport(str(root), len(tracks), due_tracks, audio, workers, plans, unavailable, eta,
                       missing, unknown, pairs, decode_s, shared_s, startup, startup_from,
