@@ -102,3 +102,25 @@ def record(script: str, rows: list[dict], load_start: tuple[float, float, float]
             "machine": platform.platform(), "cpus": os.cpu_count(), **fields,
             "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
             "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]), "rows": rows}
+
+
+def mirflow_cli(args: list[str], env: dict[str, str]):
+    """``python -m mirflow ARGS`` with ``env``: ``(CompletedProcess, wall seconds)``."""
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mirflow", *args], capture_output=True, text=True,
+                          env=env)
+    return proc, time.perf_counter() - t0
+
+
+def json_of(proc, what: str) -> dict:
+    """The JSON a ``mirflow ... --json`` process printed; exits naming ``what`` when there is none."""
+    import json
+
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(f"{what} gave no JSON (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

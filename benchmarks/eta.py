@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,18 +37,7 @@ sys.path.insert(0, str(HERE))
 import pipeline  # noqa: E402  - benchmarks/pipeline.py: corpus clips and random-weight models
 
 
-def mirflow(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mirflow", *args], capture_output=True, text=True,
-                          env=env)
-    return proc, time.perf_counter() - t0
-
-
-def as_json(proc: subprocess.CompletedProcess, what: str) -> dict:
-    try:
-        return json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        raise SystemExit(f"{what} gave no JSON (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+from clips import json_of as as_json, mirflow_cli as mirflow  # noqa: E402
 
 
 def main() -> None:

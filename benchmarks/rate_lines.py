@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,14 +36,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from clips import json_of, mirflow_cli  # noqa: E402
+
 
 def mirflow(args: list[str], cache: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "mirflow", *args, "--json"], capture_output=True,
-                          text=True, env=dict(os.environ, XDG_CACHE_HOME=str(cache)))
-    try:
-        return json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        raise SystemExit(f"mirflow {args[0]} gave no JSON (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    """``mirflow ARGS --json`` with its own rates cache ``cache``: the JSON it printed."""
+    proc, _ = mirflow_cli([*args, "--json"], dict(os.environ, XDG_CACHE_HOME=str(cache)))
+    return json_of(proc, f"mirflow {args[0]}")
 
 
 def link(track: Path, dest: Path) -> None:
